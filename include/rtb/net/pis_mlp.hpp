@@ -1,0 +1,174 @@
+// SPDX-License-Identifier: Apache-2.0
+#pragma once
+/// \file
+/// The reference 2-D denoiser (the "PIS" architecture of the RTB paper's toy experiment).
+///
+///     θ_k  = t·f_k + φ_k,  f = linspace(0.1, 100, F) fixed, φ learned        (F = 64)
+///     e    = Linear(H,H)(GELU(Linear(2F,H)([sin θ, cos θ])))                 time embedding
+///     h₀   = Linear(D,H)(x) + e
+///     out  = Linear(H,2D)(GELU(Linear(H,H)(…GELU(Linear(H,H)(GELU(h₀)))…)))  num_layers hidden
+///
+/// with exact-erf GELU and the last layer zero-initialised, so a fresh net outputs 0 (zero
+/// drift). The time embedding is computed once per call (one t for the whole batch), not per
+/// row. Parameter names are those of the reference's PyTorch `state_dict`:
+///
+/// | name                              | shape     |
+/// |-----------------------------------|-----------|
+/// | t_model.timestep_phase            | [1, F]    |
+/// | t_model.t_model.0.weight / .bias  | [H, 2F] / [H] |
+/// | t_model.t_model.2.weight / .bias  | [H, H] / [H]  |
+/// | s_model.x_model.weight / .bias    | [H, D] / [H]  |
+/// | joint_model.model.{1..L}.0.weight / .bias | [H, H] / [H] |
+/// | joint_model.model.{L+1}.weight / .bias    | [2D, H] / [2D] |
+
+#include <cmath>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "rtb/config.hpp"
+#include "rtb/error.hpp"
+#include "rtb/math/philox.hpp"
+#include "rtb/net/context.hpp"
+#include "rtb/net/linear.hpp"
+#include "rtb/net/trunk.hpp"
+
+namespace rtb {
+
+template <class S = float>
+class PisMlp {
+ public:
+  using Scalar = S;
+  using Input = S;
+  using Context = MlpContext<S>;
+
+  struct Options {
+    Index dim = 2;          ///< D: state coordinates
+    Index hidden = 64;      ///< H: width of every hidden layer and of both embeddings
+    Index harmonics = 64;   ///< F: Fourier frequencies of the time embedding
+    Index num_layers = 2;   ///< hidden Linear+GELU layers after the joint GELU
+    std::uint64_t seed = 0; ///< initialisation seed
+    bool zero_init_last = true;
+  };
+
+  PisMlp() : PisMlp(Options{}) {}
+  explicit PisMlp(const Options& o) : o_(o) {
+    if (o.dim <= 0 || o.hidden <= 0 || o.harmonics <= 0 || o.num_layers < 0)
+      throw InvalidArgumentError(detail::message("PisMlp: dim, hidden and harmonics must be positive and num_layers ",
+                                                 "non-negative, got dim=", o.dim, " hidden=", o.hidden,
+                                                 " harmonics=", o.harmonics, " num_layers=", o.num_layers));
+    phase_ = layout_.add("t_model.timestep_phase", {1, o.harmonics});
+    t1_ = Linear(layout_, "t_model.t_model.0.", 2 * o.harmonics, o.hidden);
+    t2_ = Linear(layout_, "t_model.t_model.2.", o.hidden, o.hidden);
+    s_ = Linear(layout_, "s_model.x_model.", o.dim, o.hidden);
+    std::vector<Index> widths(static_cast<std::size_t>(o.num_layers + 1), o.hidden);
+    std::vector<std::string> names;
+    for (Index l = 1; l <= o.num_layers; ++l) names.push_back("joint_model.model." + std::to_string(l) + ".0.");
+    trunk_ = detail::GeluTrunk(layout_, widths, names, "joint_model.model." + std::to_string(o.num_layers + 1) + ".",
+                               2 * o.dim);
+    params_.assign(static_cast<std::size_t>(layout_.size()), S(0));
+    const math::NoiseKey key{o.seed, math::Stream::User, 0x9A5Eu};
+    for (Index k = 0; k < o.harmonics; ++k) params_[phase_ + k] = math::normal<S>(key, k, 0, 0);
+    S* p = params_.data();
+    t1_.init_default(p, o.seed, 1);
+    t2_.init_default(p, o.seed, 2);
+    s_.init_default(p, o.seed, 3);
+    for (std::size_t l = 0; l < trunk_.hidden().size(); ++l) trunk_.hidden()[l].init_default(p, o.seed, 10 + l);
+    if (o.zero_init_last)
+      trunk_.output().init_constant(p, S(0));
+    else
+      trunk_.output().init_default(p, o.seed, 9);
+    freq_.resize(static_cast<std::size_t>(o.harmonics));
+    for (Index k = 0; k < o.harmonics; ++k)
+      freq_[k] = o.harmonics == 1 ? S(0.1) : S(0.1) + (S(100) - S(0.1)) * static_cast<S>(k) / static_cast<S>(o.harmonics - 1);
+  }
+
+  const Options& options() const { return o_; }
+  Index input_dim() const { return o_.dim; }
+  Index output_dim() const { return 2 * o_.dim; }
+  Index num_params() const { return layout_.size(); }
+  const ParameterLayout& layout() const { return layout_; }
+  std::span<S> params() { return params_; }
+  std::span<const S> params() const { return params_; }
+
+  Context make_context(Index max_rows) const {
+    Context c;
+    c.max_rows = max_rows;
+    c.trunk.assign(static_cast<std::size_t>(max_rows * trunk_.context_floats_per_row()), S(0));
+    c.scratch.assign(static_cast<std::size_t>(2 * max_rows * trunk_.max_width()), S(0));
+    c.d_h0.assign(static_cast<std::size_t>(max_rows * o_.hidden), S(0));
+    c.time.assign(static_cast<std::size_t>(4 * o_.harmonics + 6 * o_.hidden), S(0));
+    return c;
+  }
+
+  /// Inference: out = net(x, t); keeps nothing for backward.
+  void inference(ConstMatrixView<S> x, S t, MatrixView<S> out, Context& ctx) const { run(x, t, out, ctx, false); }
+
+  /// Training forward: out = net(x, t), keeping what backward needs in ctx (x must outlive it).
+  void forward(ConstMatrixView<S> x, S t, MatrixView<S> out, Context& ctx) const { run(x, t, out, ctx, true); }
+
+  /// grad (+)= ∂(Σ d_out ⊙ out)/∂params for the last forward of ctx.
+  void backward(Context& ctx, ConstMatrixView<S> d_out, std::span<S> grad, GradientMode mode) const {
+    RTB_ASSERT(static_cast<Index>(grad.size()) == num_params() && d_out.rows() == ctx.rows);
+    if (mode == GradientMode::Overwrite) std::fill(grad.begin(), grad.end(), S(0));
+    const Index rows = ctx.rows, H = o_.hidden, F = o_.harmonics;
+    const S* p = params_.data();
+    S* g = grad.data();
+    MatrixView<S> d_h0(ctx.d_h0.data(), rows, H);
+    trunk_.backward(p, ctx.trunk.data(), rows, d_out, g, ctx.scratch.data(), d_h0);
+    // State embedding: no input gradient (states carry none).
+    s_.backward(p, ConstMatrixView<S>(ctx.x, rows, o_.dim), ConstMatrixView<S>(d_h0.data(), rows, H), g, nullptr);
+    // Time path, once: ∂/∂e = Σ_rows ∂/∂h₀.
+    S* tb = ctx.time.data();
+    S* feat = tb;                 // 2F
+    S* a_t = feat + 2 * F;        // H, after GELU
+    S* g_t = a_t + H;             // H, GELU'
+    S* d_e = g_t + H;             // H
+    S* d_a = d_e + H;             // H
+    S* d_feat = d_a + H;          // 2F
+    std::fill(d_e, d_e + H, S(0));
+    Linear::add_column_sums(ConstMatrixView<S>(d_h0.data(), rows, H), d_e);
+    MatrixView<S> d_a_view(d_a, 1, H);
+    t2_.backward(p, ConstMatrixView<S>(a_t, 1, H), ConstMatrixView<S>(d_e, 1, H), g, &d_a_view);
+    for (Index j = 0; j < H; ++j) d_a[j] *= g_t[j];
+    MatrixView<S> d_feat_view(d_feat, 1, 2 * F);
+    t1_.backward(p, ConstMatrixView<S>(feat, 1, 2 * F), ConstMatrixView<S>(d_a, 1, H), g, &d_feat_view);
+    for (Index k = 0; k < F; ++k)  // ∂sin θ/∂φ = cos θ = feat[F+k], ∂cos θ/∂φ = −sin θ = −feat[k]
+      g[phase_ + k] += d_feat[k] * feat[F + k] - d_feat[F + k] * feat[k];
+  }
+
+ private:
+  void run(ConstMatrixView<S> x, S t, MatrixView<S> out, Context& ctx, bool keep) const {
+    const Index rows = x.rows(), H = o_.hidden, F = o_.harmonics;
+    RTB_ASSERT(rows <= ctx.max_rows && x.cols() == o_.dim && out.cols() == 2 * o_.dim && out.rows() == rows);
+    const S* p = params_.data();
+    ctx.rows = rows;
+    ctx.x = x.data();
+    ctx.t = t;
+    S* feat = ctx.time.data();
+    S* a_t = feat + 2 * F;
+    S* g_t = a_t + H;
+    S* e = feat + 4 * F + 4 * H;  // after d_e, d_a, d_feat (see backward)
+    for (Index k = 0; k < F; ++k) {
+      const S theta = t * freq_[k] + p[phase_ + k];
+      feat[k] = std::sin(theta);
+      feat[F + k] = std::cos(theta);
+    }
+    t1_.forward(p, ConstMatrixView<S>(feat, 1, 2 * F), MatrixView<S>(a_t, 1, H));
+    gelu_inplace(a_t, g_t, H);
+    t2_.forward(p, ConstMatrixView<S>(a_t, 1, H), MatrixView<S>(e, 1, H));
+    s_.forward(p, x, trunk_.act(ctx.trunk.data(), rows, 0), e);
+    trunk_.forward(p, ctx.trunk.data(), rows, out, keep);
+  }
+
+  Options o_;
+  ParameterLayout layout_;
+  std::vector<S> params_;
+  std::vector<S> freq_;
+  Index phase_ = 0;
+  Linear t1_, t2_, s_;
+  detail::GeluTrunk trunk_;
+};
+
+}  // namespace rtb

@@ -1,0 +1,58 @@
+// SPDX-License-Identifier: Apache-2.0
+#pragma once
+/// \file
+/// The trainer's run-time knobs, one aggregate whose defaults are the reference's 2-D setup:
+/// `rtb::Config{.batch_size = 256, .beta = 1.0}`.
+
+#include <cstdint>
+
+#include "rtb/config.hpp"
+#include "rtb/sampling/exploration.hpp"
+#include "rtb/sampling/replay_buffer.hpp"
+
+namespace rtb {
+
+/// What a reward of log r = −∞ (r = 0) does to a training step.
+enum class ZeroRewardPolicy {
+  Throw,  ///< throw ZeroRewardError naming the sample (default: r = 0 on the sampler's support is
+          ///< usually a bug in the reward)
+  Skip    ///< leave the sample out of the loss and count it in StepStats::skipped
+};
+
+struct Config {
+  Index batch_size = 500;              ///< trajectories per step
+  double beta = 1.0;                   ///< β: the target is p_θ(x)·r(x)^β
+  double learning_rate = 1e-3;         ///< Adam step size of the posterior's parameters
+  double log_z_learning_rate = 0.1;    ///< Adam step size of log Z (much larger, as in the reference)
+  double log_z_init = 0.0;             ///< initial log Z
+  std::int64_t decay_iterations = 0;   ///< cosine-decay both learning rates over this many steps; 0 = constant
+  double final_learning_rate_ratio = 0.0;  ///< learning rates end at this fraction of their initial value
+  double loss_cutoff = 0.0;            ///< c in ½·max(δ² − c, 0); 0.1 in the reference's image/text runs
+  double kl_weight = 1.0;              ///< REINFORCE+KL: weight of the squared log-ratio
+  ExplorationSchedule exploration{};   ///< extra sampling std (0.5 → 0 by iteration 4500)
+  double replay_fraction = 0.0;        ///< share of each batch re-noised from replayed end points
+  Index replay_capacity = 10000;       ///< end points kept
+  ReplayPriority replay_priority = ReplayPriority::Uniform;
+  double step_fraction = 1.0;          ///< share of steps back-propagated per step (unbiased, noisier)
+  ZeroRewardPolicy on_zero_reward = ZeroRewardPolicy::Throw;
+  double max_grad_norm = 0.0;          ///< clip the posterior's gradient norm; 0 disables
+  Index threads = 0;                   ///< worker threads, the caller included; 0 = all cores
+  Index block_rows = 128;              ///< rows per parallel block (fixed: results do not depend on threads)
+  std::uint64_t seed = 0;              ///< every random draw is keyed by this
+};
+
+/// What one training step did.
+struct StepStats {
+  std::int64_t iteration = 0;   ///< the step's index (0 for the first)
+  double loss = 0;
+  double log_z = 0;             ///< learned log Z after the step (or the batch estimate)
+  double mean_log_r = 0;        ///< over used rows
+  double mean_delta = 0;        ///< mean residual before the step
+  double mean_log_ratio = 0;    ///< mean Σlog p_φ − Σlog p_θ (a KL(p_φ‖p_θ) estimate on-policy)
+  double exploration_std = 0;
+  double grad_norm = 0;         ///< before clipping
+  Index skipped = 0;            ///< rows with log r = −∞ left out
+  Index replayed = 0;           ///< off-policy rows from the replay buffer
+};
+
+}  // namespace rtb
