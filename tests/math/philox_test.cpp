@@ -22,7 +22,7 @@ TEST_CASE("Philox4x32-10 matches Random123's known-answer vectors") {
              Uint4{{0xd16cfe09, 0x94fdcceb, 0x5001e420, 0x24126ea1}}));
 }
 
-TEST_CASE("normals have mean 0 and variance 1; uniforms cover [0, 1)") {
+TEST_CASE("normals have mean 0 and variance 1 and uniforms cover the unit interval") {
   const rtb::math::NoiseKey key{42, rtb::math::Stream::Rollout, 3};
   const int n = 200000;
   double s1 = 0, s2 = 0, s4 = 0, umin = 1, umax = 0;

@@ -8,7 +8,7 @@
 
 static_assert(rtb::Denoiser<rtb::Mlp<float>>);
 
-TEST_CASE("Mlp backward matches finite differences (time features, uneven widths)") {
+TEST_CASE("Mlp backward matches finite differences (time features and uneven widths)") {
   rtb::Mlp<double> net({.input_dim = 3, .hidden = {7, 5, 6}, .output_dim = 4, .time_harmonics = 3, .seed = 9,
                         .zero_init_last = false});
   for (double t : {0.0, 0.25, 0.8}) {

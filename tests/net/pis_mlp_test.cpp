@@ -19,7 +19,7 @@ TEST_CASE("PisMlp backward matches finite differences for every parameter") {
   rtb_test::check_denoiser_gradient(shallow, 4, 0.5, 12);
 }
 
-TEST_CASE("PisMlp has the reference architecture, names and a zero-initialised head") {
+TEST_CASE("PisMlp has the reference architecture and names and a zero-initialised head") {
   rtb::PisMlp<float> net;  // D = 2, H = 64, F = 64, two hidden layers
   const auto& t = net.layout().tensors();
   std::vector<std::string> names;
@@ -42,7 +42,7 @@ TEST_CASE("PisMlp has the reference architecture, names and a zero-initialised h
   CHECK(out.cwiseAbs().maxCoeff() == 0.0f);
 }
 
-TEST_CASE("inference and forward give identical outputs; Accumulate adds, Overwrite replaces") {
+TEST_CASE("inference and forward give identical outputs and Accumulate adds where Overwrite replaces") {
   rtb::PisMlp<float> net({.hidden = 16, .harmonics = 8, .seed = 2, .zero_init_last = false});
   rtb::RowMatrix<float> x(7, 2), a(7, 4), b(7, 4), d(7, 4);
   rtb_test::fill_normal<float>(rtb::MatrixView<float>(x.data(), 7, 2), 3, 3.0);

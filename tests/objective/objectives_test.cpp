@@ -11,7 +11,7 @@ const std::vector<double> post = {-3.0, -1.0}, prior = {-2.0, -2.0}, log_r = {0.
 const std::vector<char> both = {1, 1};
 }  // namespace
 
-TEST_CASE("RTB residual, loss and gradients on hand-computed values") {
+TEST_CASE("RTB residual and loss and gradients on hand-computed values") {
   // δ = log Z + post − prior − β log r with log Z = 0.2, β = 2: δ = (−1.8, 3.2)
   std::vector<double> w(2);
   auto r = rtb::RelativeTB{}(rtb::ObjectiveBatch<double>{post, prior, log_r, both, 0.2, 2.0, 0.0, 1.0}, std::span<double>(w));
@@ -46,7 +46,7 @@ TEST_CASE("relative VarGrad centres the log-ratio with the right sign") {
   CHECK(r.d_log_z == 0.0);
 }
 
-TEST_CASE("REINFORCE+KL uses exp(log r), a mean baseline and a squared log-ratio") {
+TEST_CASE("REINFORCE+KL uses exp(log r) with a mean baseline and a squared log-ratio") {
   std::vector<double> w(2);
   const auto r =
       rtb::ReinforceKL{}(rtb::ObjectiveBatch<double>{post, prior, log_r, both, 0.0, 1.0, 0.0, 0.5}, std::span<double>(w));

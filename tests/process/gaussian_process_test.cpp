@@ -18,7 +18,7 @@ MatrixView<double> mv(M& m) { return MatrixView<double>(m.data(), m.rows(), m.co
 constexpr double kPi = 3.14159265358979323846;
 }  // namespace
 
-TEST_CASE("Gaussian step log-density equals the closed form, constants included") {
+TEST_CASE("Gaussian step log-density equals the closed form with constants included") {
   const rtb::GaussianProcess<double> p(3, 50, 5.0);
   M x(4, 3), xn(4, 3), out(4, 6);
   rtb_test::fill_normal<double>(mv(x), 1);
@@ -37,7 +37,7 @@ TEST_CASE("Gaussian step log-density equals the closed form, constants included"
   }
 }
 
-TEST_CASE("d log p / d out matches central differences; the variance half gets zero") {
+TEST_CASE("d log p / d out matches central differences and the variance half gets zero") {
   const rtb::GaussianProcess<double> p(2, 20, 3.0);
   M x(3, 2), xn(3, 2), out(3, 4), d_out(3, 4);
   rtb_test::fill_normal<double>(mv(x), 4);
@@ -59,7 +59,7 @@ TEST_CASE("d log p / d out matches central differences; the variance half gets z
   CHECK(d_out(2, 3) == 0.0);
 }
 
-TEST_CASE("forward sampling: mean x + dt·mu, variance dt·sigma^2 + exploration^2") {
+TEST_CASE("forward sampling has mean x + dt·mu and variance dt·sigma^2 + exploration^2") {
   const rtb::GaussianProcess<double> p(2, 10, 5.0);
   const int n = 40000;
   M x(n, 2), out(n, 4), xn(n, 2);
@@ -85,7 +85,7 @@ TEST_CASE("forward sampling: mean x + dt·mu, variance dt·sigma^2 + exploration
   }
 }
 
-TEST_CASE("zero drift from x0 = 0 ends exactly at N(0, sigma^2 I)") {
+TEST_CASE("zero drift from x0 = 0 ends exactly at N(0 sigma^2 I)") {
   const double sigma2 = 2.5;
   const int T = 25, n = 20000;
   const rtb::GaussianProcess<double> p(2, T, sigma2);
@@ -130,7 +130,7 @@ TEST_CASE("backward kernel is the Brownian bridge pinned at 0") {
   CHECK(std::isfinite(log_pb[0]));
 }
 
-TEST_CASE("the closed-form bridge: marginal, expected log-likelihood and its gradient") {
+TEST_CASE("the closed-form bridge: marginal and expected log-likelihood and its gradient") {
   const double sigma2 = 5.0;
   const int T = 10, n = 50000, step = 6;
   const rtb::GaussianProcess<double> p(2, T, sigma2);
@@ -185,7 +185,7 @@ TEST_CASE("the closed-form bridge: marginal, expected log-likelihood and its gra
   CHECK(rtb_test::relative_error(analytic, numeric) < 1e-7);
 }
 
-TEST_CASE("GaussianProcess rejects non-positive dimensions, steps and variances") {
+TEST_CASE("GaussianProcess rejects non-positive dimensions and steps and variances") {
   CHECK_THROWS_AS(rtb::GaussianProcess<double>(0, 10, 1.0), rtb::InvalidArgumentError);
   CHECK_THROWS_AS(rtb::GaussianProcess<double>(2, 0, 1.0), rtb::InvalidArgumentError);
   CHECK_THROWS_AS(rtb::GaussianProcess<double>(2, 10, 0.0), rtb::InvalidArgumentError);

@@ -4,6 +4,8 @@
 /// The trainer's run-time knobs, one aggregate whose defaults are the reference's 2-D setup:
 /// `rtb::Config{.batch_size = 256, .beta = 1.0}`.
 
+#include <algorithm>
+#include <cmath>
 #include <cstdint>
 
 #include "rtb/config.hpp"
@@ -19,14 +21,34 @@ enum class ZeroRewardPolicy {
   Skip    ///< leave the sample out of the loss and count it in StepStats::skipped
 };
 
+/// How log Z is updated. ∂²L/∂(log Z)² = 1 for L = mean ½δ², so plain gradient descent with
+/// step η moves log Z a fraction η of the way to the batch optimum every step, whatever the scale
+/// of δ. Adam (the reference's choice) divides by a running RMS of past gradients instead, which
+/// after a phase of large residuals (exploration) makes log Z lag for ~1/(1 − β₂) steps.
+enum class LogZOptimizer { Sgd, Adam };
+
+/// Cosine decay of the learning rates from iteration `start` to `end`, down to `final_ratio` of
+/// their initial values (constant before `start`, and after `end`). end <= start disables it.
+struct LearningRateDecay {
+  std::int64_t start = 0;
+  std::int64_t end = 0;
+  double final_ratio = 0.0;
+
+  double factor(std::int64_t k) const {
+    if (end <= start || k <= start) return 1.0;
+    const double progress = std::min(1.0, static_cast<double>(k - start) / static_cast<double>(end - start));
+    return final_ratio + (1 - final_ratio) * 0.5 * (1 + std::cos(3.14159265358979323846 * progress));
+  }
+};
+
 struct Config {
   Index batch_size = 500;              ///< trajectories per step
   double beta = 1.0;                   ///< β: the target is p_θ(x)·r(x)^β
   double learning_rate = 1e-3;         ///< Adam step size of the posterior's parameters
-  double log_z_learning_rate = 0.1;    ///< Adam step size of log Z (much larger, as in the reference)
+  double log_z_learning_rate = 0.1;    ///< step size of log Z (much larger than the network's, as in the reference)
+  LogZOptimizer log_z_optimizer = LogZOptimizer::Sgd;
   double log_z_init = 0.0;             ///< initial log Z
-  std::int64_t decay_iterations = 0;   ///< cosine-decay both learning rates over this many steps; 0 = constant
-  double final_learning_rate_ratio = 0.0;  ///< learning rates end at this fraction of their initial value
+  LearningRateDecay decay{};           ///< optional cosine decay of both learning rates
   double loss_cutoff = 0.0;            ///< c in ½·max(δ² − c, 0); 0.1 in the reference's image/text runs
   double kl_weight = 1.0;              ///< REINFORCE+KL: weight of the squared log-ratio
   ExplorationSchedule exploration{};   ///< extra sampling std (0.5 → 0 by iteration 4500)

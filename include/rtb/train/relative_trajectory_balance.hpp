@@ -204,17 +204,16 @@ class RelativeTrajectoryBalance {
       const S f = static_cast<S>(c.max_grad_norm / st.grad_norm);
       for (S& g : grad_) g *= f;
     }
-    if (c.decay_iterations > 0) {
-      const double progress = std::min(1.0, static_cast<double>(k) / static_cast<double>(c.decay_iterations));
-      const double f = c.final_learning_rate_ratio +
-                       (1 - c.final_learning_rate_ratio) * 0.5 * (1 + std::cos(3.14159265358979323846 * progress));
-      adam_.set_learning_rate(static_cast<S>(c.learning_rate * f));
-      log_z_adam_.set_learning_rate(static_cast<S>(c.log_z_learning_rate * f));
-    }
+    const double f = c.decay.factor(k);
+    adam_.set_learning_rate(static_cast<S>(c.learning_rate * f));
+    log_z_adam_.set_learning_rate(static_cast<S>(c.log_z_learning_rate * f));
     adam_.step(posterior_.params(), grad_);
     if constexpr (Objective::learns_log_z) {
       S g = res.d_log_z;
-      log_z_adam_.step(std::span<S>(&log_z_, 1), std::span<const S>(&g, 1));
+      if (c.log_z_optimizer == LogZOptimizer::Adam)
+        log_z_adam_.step(std::span<S>(&log_z_, 1), std::span<const S>(&g, 1));
+      else
+        log_z_ -= log_z_adam_.options().learning_rate * g;  // the decayed rate, see above
       st.log_z = log_z_;
     } else {
       log_z_ = res.log_z_estimate;

@@ -1,0 +1,215 @@
+// SPDX-License-Identifier: Apache-2.0
+// The trainer's contract: determinism, checkpoints and resume, typed errors, the frozen prior.
+
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+#include <rtb/rtb.hpp>
+
+namespace {
+
+using S = float;
+using Process = rtb::GaussianProcess<S>;
+using Net = rtb::PisMlp<S>;
+
+Net small_net(std::uint64_t seed = 3) {
+  return Net({.dim = 2, .hidden = 16, .harmonics = 8, .seed = seed, .zero_init_last = false});
+}
+
+auto bowl_reward() {
+  return rtb::make_reward([](std::span<const S> x) { return -0.5f * (x[0] * x[0] + (x[1] - 1) * (x[1] - 1)); });
+}
+
+rtb::Config small_config(rtb::Index threads = 1) {
+  return rtb::Config{.batch_size = 40,
+                     .exploration = {.initial = 0.3, .hold_until = 2, .zero_at = 6},
+                     .replay_fraction = 0.25,
+                     .replay_capacity = 100,
+                     .threads = threads,
+                     .block_rows = 16,
+                     .seed = 11};
+}
+
+std::string temp_path(const char* name) { return (std::filesystem::temp_directory_path() / name).string(); }
+
+template <class T>
+bool same_params(const T& a, const T& b) {
+  const auto pa = a.posterior().params(), pb = b.posterior().params();
+  return std::equal(pa.begin(), pa.end(), pb.begin()) && a.log_z() == b.log_z();
+}
+
+}  // namespace
+
+TEST_CASE("same seed gives the same numbers and 1 and 2 threads give identical results") {
+  const Process p(2, 10, 2.0f);
+  rtb::RelativeTrajectoryBalance a(p, small_net(), bowl_reward(), small_config(1));
+  rtb::RelativeTrajectoryBalance b(p, small_net(), bowl_reward(), small_config(2));
+  auto cfg_other = small_config(1);
+  cfg_other.seed = 12;
+  rtb::RelativeTrajectoryBalance c(p, small_net(), bowl_reward(), cfg_other);
+  for (int k = 0; k < 8; ++k) {
+    const auto sa = a.step(), sb = b.step();
+    c.step();
+    CHECK(sa.loss == sb.loss);
+  }
+  CHECK(same_params(a, b));
+  CHECK(!same_params(a, c));
+  const auto xa = a.sample(50, 3), xb = b.sample(50, 3);
+  CHECK(xa == xb);
+}
+
+TEST_CASE("the posterior starts as an exact copy of the prior which never changes") {
+  const Process p(2, 10, 2.0f);
+  const Net prior = small_net();
+  rtb::RelativeTrajectoryBalance t(p, prior, bowl_reward(), small_config());
+  CHECK(std::equal(prior.params().begin(), prior.params().end(), t.posterior().params().begin()));
+  const auto s0 = t.step();
+  CHECK(s0.mean_log_ratio == 0.0);  // p_φ = p_θ on the first batch
+  t.train(3);
+  CHECK(std::equal(prior.params().begin(), prior.params().end(), t.prior().params().begin()));
+  CHECK(!std::equal(prior.params().begin(), prior.params().end(), t.posterior().params().begin()));
+}
+
+TEST_CASE("checkpoint round trip and resuming equals an uninterrupted run bit for bit") {
+  const Process p(2, 10, 2.0f);
+  const std::string path = temp_path("rtb_resume_test.ckpt");
+  rtb::RelativeTrajectoryBalance straight(p, small_net(), bowl_reward(), small_config());
+  straight.train(12);
+
+  rtb::RelativeTrajectoryBalance first(p, small_net(), bowl_reward(), small_config());
+  first.train(5);
+  first.save(path);
+  CHECK(!std::filesystem::exists(path + ".tmp"));  // written through a temporary and renamed
+  rtb::RelativeTrajectoryBalance resumed(p, small_net(), bowl_reward(), small_config());
+  resumed.load(path);
+  CHECK(resumed.iteration() == 5);
+  CHECK(same_params(first, resumed));
+  CHECK(resumed.replay_buffer().size() == first.replay_buffer().size());
+  resumed.train(7);
+  CHECK(same_params(straight, resumed));
+  std::filesystem::remove(path);
+}
+
+TEST_CASE("corrupted and truncated and mismatched checkpoints are rejected with a clear error") {
+  const Process p(2, 10, 2.0f);
+  const std::string path = temp_path("rtb_corrupt_test.ckpt");
+  rtb::RelativeTrajectoryBalance t(p, small_net(), bowl_reward(), small_config());
+  t.train(2);
+  t.save(path);
+  std::string bytes;
+  {
+    std::ifstream f(path, std::ios::binary);
+    bytes.assign(std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>());
+  }
+  auto write = [&](const std::string& b) {
+    std::ofstream f(path, std::ios::binary | std::ios::trunc);
+    f.write(b.data(), static_cast<std::streamsize>(b.size()));
+  };
+  rtb::RelativeTrajectoryBalance target(p, small_net(), bowl_reward(), small_config());
+  const std::vector<S> before(target.posterior().params().begin(), target.posterior().params().end());
+  auto expect_error = [&](const char* needle) {
+    try {
+      target.load(path);
+      FAIL("load should have thrown");
+    } catch (const rtb::CheckpointError& e) {
+      CHECK(std::string(e.what()).find(needle) != std::string::npos);
+    }
+    CHECK(std::equal(before.begin(), before.end(), target.posterior().params().begin()));  // untouched
+  };
+  std::string flipped = bytes;
+  flipped[bytes.size() / 2] = static_cast<char>(flipped[bytes.size() / 2] ^ 0x5A);
+  write(flipped);
+  expect_error("checksum mismatch");
+  write(bytes.substr(0, bytes.size() - 100));
+  expect_error("checksum mismatch");
+  write(bytes.substr(0, 10));
+  expect_error("not an rtb checkpoint");
+  write("not a checkpoint at all, just text");
+  expect_error("not an rtb checkpoint");
+  std::filesystem::remove(path);
+  expect_error("cannot open");
+  // a checkpoint of another architecture
+  write(bytes);
+  rtb::RelativeTrajectoryBalance other(p, Net({.dim = 2, .hidden = 8, .harmonics = 8}), bowl_reward(), small_config());
+  CHECK_THROWS_WITH_AS(other.load(path), doctest::Contains("parameters"), rtb::CheckpointError);
+  std::filesystem::remove(path);
+}
+
+TEST_CASE("a NaN reward names the sample and -inf throws or is skipped by policy and +inf throws") {
+  const Process p(2, 5, 1.0f);
+  int calls = 0;
+  auto nan_at_3 = rtb::make_reward([&](rtb::ConstMatrixView<S> x, std::span<S> out) {
+    for (rtb::Index i = 0; i < x.rows(); ++i) out[i] = 0.0f;
+    out[3] = std::numeric_limits<S>::quiet_NaN();
+    ++calls;
+  });
+  rtb::RelativeTrajectoryBalance t(p, small_net(), nan_at_3, rtb::Config{.batch_size = 8, .threads = 1});
+  const std::vector<S> before(t.posterior().params().begin(), t.posterior().params().end());
+  CHECK_THROWS_WITH_AS(t.step(), doctest::Contains("sample 3 of 8 is NaN"), rtb::NonFiniteError);
+  CHECK(std::equal(before.begin(), before.end(), t.posterior().params().begin()));
+
+  auto zero_on_left = rtb::make_reward([](std::span<const S> x) {
+    return x[0] < 0 ? -std::numeric_limits<S>::infinity() : -x[0];
+  });
+  rtb::RelativeTrajectoryBalance thrower(p, small_net(), zero_on_left, rtb::Config{.batch_size = 16, .threads = 1});
+  CHECK_THROWS_WITH_AS(thrower.step(), doctest::Contains("ZeroRewardPolicy::Skip"), rtb::ZeroRewardError);
+  rtb::RelativeTrajectoryBalance skipper(p, small_net(), zero_on_left,
+                                         rtb::Config{.batch_size = 16, .on_zero_reward = rtb::ZeroRewardPolicy::Skip, .threads = 1});
+  const auto s = skipper.step();
+  CHECK(s.skipped > 0);
+  CHECK(s.skipped < 16);
+  CHECK(std::isfinite(s.loss));
+  CHECK(skipper.skipped_total() == s.skipped);
+  for (S v : skipper.posterior().params()) REQUIRE(std::isfinite(v));
+
+  auto plus_inf = rtb::make_reward([](std::span<const S>) { return std::numeric_limits<S>::infinity(); });
+  rtb::RelativeTrajectoryBalance inf(p, small_net(), plus_inf, rtb::Config{.batch_size = 4, .threads = 1});
+  CHECK_THROWS_WITH_AS(inf.step(), doctest::Contains("+inf"), rtb::NonFiniteError);
+}
+
+TEST_CASE("bad configurations are rejected before any work") {
+  const Process p(2, 5, 1.0f);
+  CHECK_THROWS_AS(rtb::RelativeTrajectoryBalance(p, small_net(), bowl_reward(), rtb::Config{.batch_size = 0}),
+                  rtb::EmptyBatchError);
+  CHECK_THROWS_AS(rtb::RelativeTrajectoryBalance(p, small_net(), bowl_reward(), rtb::Config{.step_fraction = 0}),
+                  rtb::InvalidArgumentError);
+  CHECK_THROWS_AS(rtb::RelativeTrajectoryBalance(p, small_net(), bowl_reward(), rtb::Config{.replay_fraction = 1.0}),
+                  rtb::InvalidArgumentError);
+  CHECK_THROWS_AS(rtb::RelativeTrajectoryBalance(p, small_net(), bowl_reward(), rtb::Config{.learning_rate = -1}),
+                  rtb::InvalidArgumentError);
+  const Process p3(3, 5, 1.0f);  // 3-D process, 2-D net
+  CHECK_THROWS_WITH_AS(rtb::RelativeTrajectoryBalance(p3, small_net(), bowl_reward(), rtb::Config{}),
+                       doctest::Contains("state_dim 3"), rtb::ShapeError);
+  using RL = rtb::RelativeTrajectoryBalance<Process, Net, decltype(bowl_reward()), rtb::ReinforceKL>;
+  CHECK_THROWS_AS(RL(p, small_net(), bowl_reward(), rtb::Config{.replay_fraction = 0.5}), rtb::InvalidArgumentError);
+  rtb::RelativeTrajectoryBalance t(p, small_net(), bowl_reward(), rtb::Config{.batch_size = 4});
+  CHECK_THROWS_AS(t.sample(0, 1), rtb::EmptyBatchError);
+}
+
+TEST_CASE("log Z uses gradient descent by default and Adam on request") {
+  const Process p(2, 5, 1.0f);
+  rtb::RelativeTrajectoryBalance sgd(p, small_net(), bowl_reward(),
+                                     rtb::Config{.batch_size = 8, .log_z_learning_rate = 0.5, .threads = 1});
+  const auto s = sgd.step();  // log Z ← 0 − 0.5·mean δ
+  CHECK(sgd.log_z() == doctest::Approx(-0.5 * s.mean_delta).epsilon(1e-5));
+  rtb::RelativeTrajectoryBalance adam(p, small_net(), bowl_reward(),
+                                      rtb::Config{.batch_size = 8, .log_z_learning_rate = 0.5,
+                                                  .log_z_optimizer = rtb::LogZOptimizer::Adam, .threads = 1});
+  const auto a = adam.step();  // Adam's first step is lr·sign(g)
+  CHECK(adam.log_z() == doctest::Approx(a.mean_delta > 0 ? -0.5 : 0.5).epsilon(1e-5));
+}
+
+TEST_CASE("REINFORCE+KL trains on-policy and lowers its loss on a simple reward") {
+  const Process p(2, 10, 1.0f);
+  rtb::RelativeTrajectoryBalance<Process, Net, decltype(bowl_reward()), rtb::ReinforceKL> rl(
+      p, small_net(), bowl_reward(), rtb::Config{.batch_size = 128, .learning_rate = 3e-3, .kl_weight = 0.01, .threads = 2});
+  const double before = rl.evaluate(2000, 1).mean_log_r;
+  rl.train(150);
+  const auto e = rl.evaluate(2000, 1);
+  CHECK(e.mean_log_r > before + 0.2);  // moved towards the reward's mode
+  CHECK(e.mean_log_ratio > 0.0);       // and away from the prior
+}
