@@ -32,6 +32,7 @@
 #include "rtb/math/philox.hpp"
 #include "rtb/net/context.hpp"
 #include "rtb/net/linear.hpp"
+#include "rtb/net/time_embedding.hpp"
 #include "rtb/net/trunk.hpp"
 
 namespace rtb {
@@ -58,9 +59,7 @@ class PisMlp {
       throw InvalidArgumentError(detail::message("PisMlp: dim, hidden and harmonics must be positive and num_layers ",
                                                  "non-negative, got dim=", o.dim, " hidden=", o.hidden,
                                                  " harmonics=", o.harmonics, " num_layers=", o.num_layers));
-    phase_ = layout_.add("t_model.timestep_phase", {1, o.harmonics});
-    t1_ = Linear(layout_, "t_model.t_model.0.", 2 * o.harmonics, o.hidden);
-    t2_ = Linear(layout_, "t_model.t_model.2.", o.hidden, o.hidden);
+    time_ = FourierTimeEmbedding(layout_, "t_model.", o.harmonics, o.hidden, o.hidden);
     s_ = Linear(layout_, "s_model.x_model.", o.dim, o.hidden);
     std::vector<Index> widths(static_cast<std::size_t>(o.num_layers + 1), o.hidden);
     std::vector<std::string> names;
@@ -68,20 +67,14 @@ class PisMlp {
     trunk_ = detail::GeluTrunk(layout_, widths, names, "joint_model.model." + std::to_string(o.num_layers + 1) + ".",
                                2 * o.dim);
     params_.assign(static_cast<std::size_t>(layout_.size()), S(0));
-    const math::NoiseKey key{o.seed, math::Stream::User, 0x9A5Eu};
-    for (Index k = 0; k < o.harmonics; ++k) params_[phase_ + k] = math::normal<S>(key, k, 0, 0);
     S* p = params_.data();
-    t1_.init_default(p, o.seed, 1);
-    t2_.init_default(p, o.seed, 2);
+    time_.init(p, o.seed, 0);
     s_.init_default(p, o.seed, 3);
     for (std::size_t l = 0; l < trunk_.hidden().size(); ++l) trunk_.hidden()[l].init_default(p, o.seed, 10 + l);
     if (o.zero_init_last)
       trunk_.output().init_constant(p, S(0));
     else
       trunk_.output().init_default(p, o.seed, 9);
-    freq_.resize(static_cast<std::size_t>(o.harmonics));
-    for (Index k = 0; k < o.harmonics; ++k)
-      freq_[k] = o.harmonics == 1 ? S(0.1) : S(0.1) + (S(100) - S(0.1)) * static_cast<S>(k) / static_cast<S>(o.harmonics - 1);
   }
 
   const Options& options() const { return o_; }
@@ -98,7 +91,7 @@ class PisMlp {
     c.trunk.assign(static_cast<std::size_t>(max_rows * trunk_.context_floats_per_row()), S(0));
     c.scratch.assign(static_cast<std::size_t>(2 * max_rows * trunk_.max_width()), S(0));
     c.d_h0.assign(static_cast<std::size_t>(max_rows * o_.hidden), S(0));
-    c.time.assign(static_cast<std::size_t>(4 * o_.harmonics + 6 * o_.hidden), S(0));
+    c.time.assign(static_cast<std::size_t>(time_.scratch_floats() + 2 * o_.hidden), S(0));  // + e, ∂/∂e
     return c;
   }
 
@@ -112,7 +105,7 @@ class PisMlp {
   void backward(Context& ctx, ConstMatrixView<S> d_out, std::span<S> grad, GradientMode mode) const {
     RTB_ASSERT(static_cast<Index>(grad.size()) == num_params() && d_out.rows() == ctx.rows);
     if (mode == GradientMode::Overwrite) std::fill(grad.begin(), grad.end(), S(0));
-    const Index rows = ctx.rows, H = o_.hidden, F = o_.harmonics;
+    const Index rows = ctx.rows, H = o_.hidden;
     const S* p = params_.data();
     S* g = grad.data();
     MatrixView<S> d_h0(ctx.d_h0.data(), rows, H);
@@ -120,44 +113,22 @@ class PisMlp {
     // State embedding: no input gradient (states carry none).
     s_.backward(p, ConstMatrixView<S>(ctx.x, rows, o_.dim), ConstMatrixView<S>(d_h0.data(), rows, H), g, nullptr);
     // Time path, once: ∂/∂e = Σ_rows ∂/∂h₀.
-    S* tb = ctx.time.data();
-    S* feat = tb;                 // 2F
-    S* a_t = feat + 2 * F;        // H, after GELU
-    S* g_t = a_t + H;             // H, GELU'
-    S* d_e = g_t + H;             // H
-    S* d_a = d_e + H;             // H
-    S* d_feat = d_a + H;          // 2F
+    S* d_e = ctx.time.data() + time_.scratch_floats() + H;
     std::fill(d_e, d_e + H, S(0));
     Linear::add_column_sums(ConstMatrixView<S>(d_h0.data(), rows, H), d_e);
-    MatrixView<S> d_a_view(d_a, 1, H);
-    t2_.backward(p, ConstMatrixView<S>(a_t, 1, H), ConstMatrixView<S>(d_e, 1, H), g, &d_a_view);
-    for (Index j = 0; j < H; ++j) d_a[j] *= g_t[j];
-    MatrixView<S> d_feat_view(d_feat, 1, 2 * F);
-    t1_.backward(p, ConstMatrixView<S>(feat, 1, 2 * F), ConstMatrixView<S>(d_a, 1, H), g, &d_feat_view);
-    for (Index k = 0; k < F; ++k)  // ∂sin θ/∂φ = cos θ = feat[F+k], ∂cos θ/∂φ = −sin θ = −feat[k]
-      g[phase_ + k] += d_feat[k] * feat[F + k] - d_feat[F + k] * feat[k];
+    time_.backward(p, d_e, g, ctx.time.data());
   }
 
  private:
   void run(ConstMatrixView<S> x, S t, MatrixView<S> out, Context& ctx, bool keep) const {
-    const Index rows = x.rows(), H = o_.hidden, F = o_.harmonics;
+    const Index rows = x.rows();
     RTB_ASSERT(rows <= ctx.max_rows && x.cols() == o_.dim && out.cols() == 2 * o_.dim && out.rows() == rows);
     const S* p = params_.data();
     ctx.rows = rows;
     ctx.x = x.data();
     ctx.t = t;
-    S* feat = ctx.time.data();
-    S* a_t = feat + 2 * F;
-    S* g_t = a_t + H;
-    S* e = feat + 4 * F + 4 * H;  // after d_e, d_a, d_feat (see backward)
-    for (Index k = 0; k < F; ++k) {
-      const S theta = t * freq_[k] + p[phase_ + k];
-      feat[k] = std::sin(theta);
-      feat[F + k] = std::cos(theta);
-    }
-    t1_.forward(p, ConstMatrixView<S>(feat, 1, 2 * F), MatrixView<S>(a_t, 1, H));
-    gelu_inplace(a_t, g_t, H);
-    t2_.forward(p, ConstMatrixView<S>(a_t, 1, H), MatrixView<S>(e, 1, H));
+    S* e = ctx.time.data() + time_.scratch_floats();
+    time_.forward(p, t, e, ctx.time.data());
     s_.forward(p, x, trunk_.act(ctx.trunk.data(), rows, 0), e);
     trunk_.forward(p, ctx.trunk.data(), rows, out, keep);
   }
@@ -165,9 +136,8 @@ class PisMlp {
   Options o_;
   ParameterLayout layout_;
   std::vector<S> params_;
-  std::vector<S> freq_;
-  Index phase_ = 0;
-  Linear t1_, t2_, s_;
+  FourierTimeEmbedding time_;
+  Linear s_;
   detail::GeluTrunk trunk_;
 };
 

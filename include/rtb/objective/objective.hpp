@@ -20,6 +20,7 @@ struct ObjectiveBatch {
   S beta = 1;                       ///< inverse temperature on log r
   S loss_cutoff = 0;                ///< c in ½·max(δ² − c, 0); 0 gives ½δ²
   S kl_weight = 1;                  ///< REINFORCE+KL: weight of the squared log-ratio
+  Index group_size = 0;             ///< rows sharing a conditioning (0 = all); see RelativeVarGrad
 };
 
 template <class S>

@@ -51,7 +51,10 @@ struct Config {
   LearningRateDecay decay{};           ///< optional cosine decay of both learning rates
   double loss_cutoff = 0.0;            ///< c in ½·max(δ² − c, 0); 0.1 in the reference's image/text runs
   double kl_weight = 1.0;              ///< REINFORCE+KL: weight of the squared log-ratio
+  Index group_size = 0;                ///< rows i, i+1… sharing a conditioning, for objectives that estimate
+                                       ///< log Z per group (relative VarGrad); 0 = the whole batch
   ExplorationSchedule exploration{};   ///< extra sampling std (0.5 → 0 by iteration 4500)
+  std::int64_t prior_behaviour_every = 0;  ///< every k-th step samples the batch from the prior (0 = never)
   double replay_fraction = 0.0;        ///< share of each batch re-noised from replayed end points
   Index replay_capacity = 10000;       ///< end points kept
   ReplayPriority replay_priority = ReplayPriority::Uniform;
@@ -75,6 +78,7 @@ struct StepStats {
   double grad_norm = 0;         ///< before clipping
   Index skipped = 0;            ///< rows with log r = −∞ left out
   Index replayed = 0;           ///< off-policy rows from the replay buffer
+  bool from_prior = false;      ///< the batch was sampled from the prior (Config::prior_behaviour_every)
 };
 
 }  // namespace rtb

@@ -18,6 +18,8 @@
 #include <cmath>
 #include <cstdint>
 #include <span>
+#include <string>
+#include <utility>
 #include <type_traits>
 #include <vector>
 
@@ -36,6 +38,7 @@ struct PriorFitConfig {
   double final_learning_rate = -1;  ///< cosine decay to this by the last iteration; < 0 keeps lr constant
   double step_fraction = 1.0;   ///< share of steps back-propagated per iteration (per block)
   bool rao_blackwell = true;    ///< use the process's closed-form bridge when it has one
+  std::vector<std::string> frozen = {};  ///< tensors whose names start with one of these are not trained
   Index threads = 0;
   Index block_rows = 128;
   std::uint64_t seed = 12345;
@@ -66,7 +69,12 @@ Adam<typename N::Scalar> fit_prior(const P& process, N& net, DataFn&& data, cons
   std::vector<S> weight(static_cast<std::size_t>(B), S(-1) / static_cast<S>(B));
   std::vector<S> grad(static_cast<std::size_t>(net.num_params())), log_p(static_cast<std::size_t>(B));
   std::vector<Index> order(static_cast<std::size_t>(T));
+  std::vector<std::pair<Index, Index>> frozen;  // (offset, size) of frozen tensors
+  for (const ParameterTensor& t : net.layout().tensors())
+    for (const std::string& prefix : cfg.frozen)
+      if (t.name.rfind(prefix, 0) == 0) frozen.emplace_back(t.offset, t.size);
   auto finish = [&](std::int64_t it) {
+    for (auto [offset, size] : frozen) std::fill_n(grad.begin() + offset, size, S(0));
     double loss = 0, norm2 = 0;
     for (S v : log_p) loss -= static_cast<double>(v) / static_cast<double>(B);
     for (S g : grad) norm2 += static_cast<double>(g) * g;

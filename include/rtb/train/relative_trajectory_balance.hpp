@@ -132,7 +132,12 @@ class RelativeTrajectoryBalance {
     valid_.resize(B);
     grad_.resize(static_cast<std::size_t>(posterior_.num_params()));
     order_.resize(static_cast<std::size_t>(process_.num_steps()));
-    // Size every buffer for both batch compositions now, so step() never allocates.
+    if (c.prior_behaviour_every < 0)
+      throw InvalidArgumentError(detail::message("Config::prior_behaviour_every must be >= 0, got ", c.prior_behaviour_every));
+    if (Objective::on_policy_only && c.prior_behaviour_every > 0)
+      throw InvalidArgumentError(detail::message(Objective::name, " is on-policy only; set Config::prior_behaviour_every = 0"));
+    // Size every buffer for every batch composition now, so step() never allocates.
+    if (c.prior_behaviour_every > 0) engine_.shape(posterior_, 0, c.batch_size);
     if (replay_max_ > 0) engine_.shape(posterior_, c.batch_size - replay_max_, replay_max_);
     engine_.shape(posterior_, c.batch_size, 0);
   }
@@ -147,10 +152,14 @@ class RelativeTrajectoryBalance {
     st.iteration = k;
     const S expl = Objective::on_policy_only ? S(0) : static_cast<S>(c.exploration(k));
     st.exploration_std = expl;
-    const Index n_replay = (replay_max_ > 0 && replay_.size() >= c.batch_size) ? replay_max_ : 0;
-    const Index n_on = c.batch_size - n_replay;
-    engine_.shape(posterior_, n_on, n_replay);
+    // Behaviour: the prior every k-th step (all rows given), else on-policy rows plus replay.
+    st.from_prior = c.prior_behaviour_every > 0 && k % c.prior_behaviour_every == 0;
+    const Index n_replay =
+        (!st.from_prior && replay_max_ > 0 && replay_.size() >= c.batch_size) ? replay_max_ : 0;
+    const Index n_on = st.from_prior ? 0 : c.batch_size - n_replay;
+    engine_.shape(posterior_, n_on, c.batch_size - n_on);
     const math::NoiseKey rollout{seed_, math::Stream::Rollout, static_cast<std::uint64_t>(k)};
+    if (st.from_prior) engine_.fill_given_by_rollout(prior_, rollout, expl);
     if (n_replay > 0) {
       if constexpr (ReversibleNoiseProcess<P>) {
         auto end = engine_.end_states();
@@ -170,8 +179,15 @@ class RelativeTrajectoryBalance {
                                             " have r = 0; nothing to train on"));
     skipped_total_ += st.skipped;
 
-    const ObjectiveBatch<S> batch{log_post_, log_prior_, log_r_, valid_, log_z_, static_cast<S>(c.beta),
-                                  static_cast<S>(c.loss_cutoff), static_cast<S>(c.kl_weight)};
+    const ObjectiveBatch<S> batch{log_post_,
+                                  log_prior_,
+                                  log_r_,
+                                  valid_,
+                                  log_z_,
+                                  static_cast<S>(c.beta),
+                                  static_cast<S>(c.loss_cutoff),
+                                  static_cast<S>(c.kl_weight),
+                                  c.group_size};
     const ObjectiveResult<S> res = Objective{}(batch, std::span<S>(weight_));
     st.loss = res.loss;
     st.mean_delta = res.mean_delta;
@@ -265,6 +281,8 @@ class RelativeTrajectoryBalance {
   N& posterior() { return posterior_; }
   const N& prior() const { return prior_; }
   const P& process() const { return process_; }
+  /// The process, to change per-batch context between steps (e.g. MaskedCategoricalProcess::set_context).
+  P& process() { return process_; }
   R& reward() { return reward_; }
   const Config& config() const { return config_; }
   std::int64_t iteration() const { return iteration_; }

@@ -114,6 +114,28 @@ class TrajectoryEngine {
     });
   }
 
+  /// Rolls out the given rows with `net` (exploration σ) and stores their states: off-policy
+  /// trajectories from another behaviour policy, such as the prior.
+  void fill_given_by_rollout(const N& net, const math::NoiseKey& key, S exploration_std) {
+    if (given_ == 0) return;
+    const Index T = steps(), D = process_.state_dim(), O = process_.output_dim();
+    pool_.parallel_for(static_cast<Index>(blocks_.size()), [&](Index b) {
+      const Block& blk = blocks_[b];
+      if (!blk.given) return;
+      Work& w = work_[b];
+      const Index r0 = blk.first - on_, n = blk.rows;
+      MatrixView<S> out(w.out_prior.data(), n, O);
+      process_.initial_state(MatrixView<V>(given_states(0).data() + r0 * D, n, D), blk.first);
+      for (Index t = 0; t < T; ++t) {
+        const ConstMatrixView<V> x(given_states(t).data() + r0 * D, n, D);
+        net.inference(x, process_.time(t), out, w.ctx_prior);
+        process_.sample_step(x, const_view(out), t, exploration_std, key, blk.first,
+                             MatrixView<V>(given_states(t + 1).data() + r0 * D, n, D));
+      }
+      std::copy_n(given_states(T).data() + r0 * D, n * D, end_.data() + blk.first * D);
+    });
+  }
+
   /// Pass 1: rolls out the on-policy rows (posterior, exploration σ_expl) and scores every row
   /// under the posterior (log_post) and, if given, the prior (log_prior). Arrays have B entries.
   void pass1(const N& post, const N* prior, const math::NoiseKey& key, S exploration_std, S* log_post,
@@ -318,7 +340,7 @@ class TrajectoryEngine {
     return w;
   }
 
-  P process_;
+  const P& process_;  // owned by the caller (the trainer), which may change its per-batch context
   Index block_rows_;
   ThreadPool pool_;
   Index num_params_;

@@ -1,0 +1,174 @@
+// SPDX-License-Identifier: Apache-2.0
+#pragma once
+/// \file
+/// A denoiser for token sequences: logits [L, V] per row from tokens [L] (MASK included) and a
+/// noise level t.
+///
+///     u    = [emb(x_j) for j ∉ C],  c = [emb(x_j) for j ∈ C]          (E-dim embeddings)
+///     h₀   = Linear(in)(u) + Linear(cond, no bias)(c) + time(t)       (H)
+///     out  = Linear(H, L·V)(GELU(…Linear(H, H)(GELU(h₀))…))
+///
+/// An MLP over the whole (embedded) sequence, so every logit sees every position. C is an
+/// optional set of *condition* columns (e.g. the ending the posterior must respect) read through
+/// their own zero-initialised projection `condition.weight`: a freshly built or prior-fitted net
+/// (fit it with `PriorFitConfig::frozen = {"condition."}`) ignores them exactly, so the prior does
+/// not see the condition while its copy, the posterior, can learn to. Parameter names:
+/// `embedding.weight` [V+1, E], `input.*`, `condition.weight`, `time.*` (FourierTimeEmbedding),
+/// `layers.<l>.*`, `output.*`.
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "rtb/config.hpp"
+#include "rtb/error.hpp"
+#include "rtb/net/context.hpp"
+#include "rtb/net/embedding.hpp"
+#include "rtb/net/linear.hpp"
+#include "rtb/net/time_embedding.hpp"
+#include "rtb/net/trunk.hpp"
+
+namespace rtb {
+
+template <class S = float>
+class TokenMlp {
+ public:
+  using Scalar = S;
+  using Input = std::int32_t;
+  using Context = MlpContext<S>;
+
+  struct Options {
+    Index length = 0;                     ///< L: columns of a state row
+    Index vocab = 0;                      ///< V real tokens (MASK = V is embedded too)
+    Index embed = 16;                     ///< E
+    Index hidden = 256;                   ///< H
+    Index num_layers = 1;                 ///< hidden Linear+GELU layers after h₀
+    Index harmonics = 16;                 ///< time features
+    std::vector<Index> condition = {};    ///< condition columns C (read through the zero-initialised path)
+    std::uint64_t seed = 0;
+    bool zero_init_last = true;
+  };
+
+  explicit TokenMlp(Options o) : o_(std::move(o)) {
+    if (o_.length <= 0 || o_.vocab < 1 || o_.embed <= 0 || o_.hidden <= 0 || o_.num_layers < 0 || o_.harmonics <= 0)
+      throw InvalidArgumentError(detail::message("TokenMlp: length, vocab, embed, hidden and harmonics must be positive ",
+                                                 "(got length=", o_.length, " vocab=", o_.vocab, " embed=", o_.embed,
+                                                 " hidden=", o_.hidden, " harmonics=", o_.harmonics, ")"));
+    std::vector<char> is_cond(static_cast<std::size_t>(o_.length), 0);
+    for (Index j : o_.condition) {
+      if (j < 0 || j >= o_.length || is_cond[static_cast<std::size_t>(j)])
+        throw InvalidArgumentError(detail::message("TokenMlp: condition column ", j, " is out of range or repeated"));
+      is_cond[static_cast<std::size_t>(j)] = 1;
+    }
+    for (Index j = 0; j < o_.length; ++j) (is_cond[static_cast<std::size_t>(j)] ? cond_cols_ : main_cols_).push_back(j);
+    const Index E = o_.embed, H = o_.hidden;
+    emb_ = Embedding(layout_, "embedding.", o_.vocab + 1, E);
+    in_ = Linear(layout_, "input.", static_cast<Index>(main_cols_.size()) * E, H);
+    if (!cond_cols_.empty()) cond_ = layout_.add("condition.weight", {H, static_cast<Index>(cond_cols_.size()) * E});
+    time_ = FourierTimeEmbedding(layout_, "time.", o_.harmonics, H, H, 0.1, 100.0);
+    std::vector<std::string> names;
+    for (Index l = 1; l <= o_.num_layers; ++l) names.push_back("layers." + std::to_string(l) + ".");
+    trunk_ = detail::GeluTrunk(layout_, std::vector<Index>(static_cast<std::size_t>(o_.num_layers + 1), H), names,
+                               "output.", o_.length * o_.vocab);
+    params_.assign(static_cast<std::size_t>(layout_.size()), S(0));  // condition.weight stays 0
+    S* p = params_.data();
+    emb_.init(p, o_.seed, 0);
+    in_.init_default(p, o_.seed, 1);
+    time_.init(p, o_.seed, 10);
+    for (std::size_t l = 0; l < trunk_.hidden().size(); ++l) trunk_.hidden()[l].init_default(p, o_.seed, 20 + l);
+    if (o_.zero_init_last)
+      trunk_.output().init_constant(p, S(0));
+    else
+      trunk_.output().init_default(p, o_.seed, 19);
+  }
+
+  const Options& options() const { return o_; }
+  Index input_dim() const { return o_.length; }
+  Index output_dim() const { return o_.length * o_.vocab; }
+  Index num_params() const { return layout_.size(); }
+  const ParameterLayout& layout() const { return layout_; }
+  std::span<S> params() { return params_; }
+  std::span<const S> params() const { return params_; }
+
+  Context make_context(Index max_rows) const {
+    Context c;
+    c.max_rows = max_rows;
+    c.trunk.assign(static_cast<std::size_t>(max_rows * trunk_.context_floats_per_row()), S(0));
+    c.scratch.assign(static_cast<std::size_t>(2 * max_rows * trunk_.max_width()), S(0));
+    c.d_h0.assign(static_cast<std::size_t>(max_rows * o_.hidden), S(0));
+    // embedded inputs (main, condition) and their gradient, then the time path
+    c.time.assign(static_cast<std::size_t>(2 * max_rows * o_.length * o_.embed + time_.scratch_floats() + 2 * o_.hidden),
+                  S(0));
+    return c;
+  }
+
+  void inference(ConstMatrixView<Input> x, S t, MatrixView<S> out, Context& ctx) const { run(x, t, out, ctx, false); }
+  void forward(ConstMatrixView<Input> x, S t, MatrixView<S> out, Context& ctx) const { run(x, t, out, ctx, true); }
+
+  void backward(Context& ctx, ConstMatrixView<S> d_out, std::span<S> grad, GradientMode mode) const {
+    if (mode == GradientMode::Overwrite) std::fill(grad.begin(), grad.end(), S(0));
+    const Index rows = ctx.rows, H = o_.hidden, E = o_.embed;
+    const Index Lm = static_cast<Index>(main_cols_.size()), Lc = static_cast<Index>(cond_cols_.size());
+    const S* p = params_.data();
+    S* g = grad.data();
+    const ConstMatrixView<Input> x(ctx.tokens, rows, o_.length);
+    MatrixView<S> d_h0(ctx.d_h0.data(), rows, H);
+    trunk_.backward(p, ctx.trunk.data(), rows, d_out, g, ctx.scratch.data(), d_h0);
+    const ConstMatrixView<S> dh(d_h0.data(), rows, H);
+    S* u = ctx.time.data();
+    S* cvec = u + rows * Lm * E;
+    S* d_emb = ctx.time.data() + ctx.max_rows * o_.length * E;  // second half of the embedding area
+    MatrixView<S> d_u(d_emb, rows, Lm * E);
+    in_.backward(p, ConstMatrixView<S>(u, rows, Lm * E), dh, g, &d_u);
+    emb_.scatter_add(x, main_cols_, const_view(d_u), g);
+    if (Lc > 0) {
+      MatrixView<S> dw(g + cond_, H, Lc * E);
+      dw.noalias() += dh.transpose() * ConstMatrixView<S>(cvec, rows, Lc * E);
+      MatrixView<S> d_c(d_emb, rows, Lc * E);
+      d_c.noalias() = dh * ConstMatrixView<S>(p + cond_, H, Lc * E);
+      emb_.scatter_add(x, cond_cols_, const_view(d_c), g);
+    }
+    S* tscratch = ctx.time.data() + 2 * ctx.max_rows * o_.length * E;
+    S* d_e = tscratch + time_.scratch_floats() + H;
+    std::fill(d_e, d_e + H, S(0));
+    Linear::add_column_sums(dh, d_e);
+    time_.backward(p, d_e, g, tscratch);
+  }
+
+ private:
+  void run(ConstMatrixView<Input> x, S t, MatrixView<S> out, Context& ctx, bool keep) const {
+    const Index rows = x.rows(), H = o_.hidden, E = o_.embed;
+    const Index Lm = static_cast<Index>(main_cols_.size()), Lc = static_cast<Index>(cond_cols_.size());
+    RTB_ASSERT(rows <= ctx.max_rows && x.cols() == o_.length && out.cols() == output_dim());
+    const S* p = params_.data();
+    ctx.rows = rows;
+    ctx.tokens = x.data();
+    ctx.t = t;
+    S* u = ctx.time.data();
+    S* cvec = u + rows * Lm * E;
+    S* tscratch = ctx.time.data() + 2 * ctx.max_rows * o_.length * E;
+    S* e = tscratch + time_.scratch_floats();
+    time_.forward(p, t, e, tscratch);
+    emb_.gather(p, x, main_cols_, MatrixView<S>(u, rows, Lm * E));
+    MatrixView<S> h0 = trunk_.act(ctx.trunk.data(), rows, 0);
+    in_.forward(p, ConstMatrixView<S>(u, rows, Lm * E), h0, e);
+    if (Lc > 0) {
+      emb_.gather(p, x, cond_cols_, MatrixView<S>(cvec, rows, Lc * E));
+      h0.noalias() += ConstMatrixView<S>(cvec, rows, Lc * E) * ConstMatrixView<S>(p + cond_, H, Lc * E).transpose();
+    }
+    trunk_.forward(p, ctx.trunk.data(), rows, out, keep);
+  }
+
+  Options o_;
+  ParameterLayout layout_;
+  std::vector<S> params_;
+  std::vector<Index> main_cols_, cond_cols_;
+  Embedding emb_;
+  Linear in_;
+  Index cond_ = 0;
+  FourierTimeEmbedding time_;
+  detail::GeluTrunk trunk_;
+};
+
+}  // namespace rtb

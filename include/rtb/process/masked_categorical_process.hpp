@@ -1,0 +1,276 @@
+// SPDX-License-Identifier: Apache-2.0
+#pragma once
+/// \file
+/// Absorbing-state (masked) discrete diffusion over sequences of L tokens from a vocabulary of V
+/// real tokens plus MASK (id V).
+///
+/// Columns are either *generated* (masked at x_0) or *fixed* (copied from a per-row context, the
+/// text to infill around, and never masked). The denoiser outputs logits [L, V] per row (row-major,
+/// position by position). At step k every generated position that is still masked is revealed
+/// with probability ρ_k (the schedule, noise_schedule.hpp), independently, to a token drawn from
+/// softmax(logits[position]) over the V real tokens; revealed tokens never change. So
+///
+///     log p(x_{k+1} | x_k) = Σ_{i generated, x_k[i] = MASK} { log(1 − ρ_k)                     if x_{k+1}[i] = MASK
+///                                                          { log ρ_k + log softmax(ℓ_i)[x_{k+1}[i]] otherwise
+///
+/// and positions already revealed, or fixed, contribute exactly 0. Log-probabilities are computed
+/// in the Scalar type (float by default) as logit − logsumexp(logits). The gradient with respect to
+/// the logits is w·(onehot − softmax) at revealed positions and 0 elsewhere; the reveal decision has
+/// no learnable part.
+///
+/// Differences from the reference (`diffusion_lm/`, SEDD's absorbing graph): there, the step
+/// distribution is built from "scores" and a `staggered_score` that returns its input unchanged (a
+/// no-op), so each masked position's next state is normalised over all V+1 entries with the
+/// stay-masked weight fixed at 1 and the reveal weight (1 − e^{−dσ})·Σ_j s_j set by the network:
+/// the network thereby also controls when positions are revealed. Here the reveal probability is
+/// the schedule's ρ_k and the network only chooses the token, so p(stay) and p(reveal) are exact
+/// and no bf16-rounded scores are normalised; log-probabilities use logsumexp in float instead of
+/// normalising probabilities. The last step reveals every remaining position (ρ_{T−1} = 1), so
+/// no separate "denoise" step with a different normaliser is needed.
+///
+/// Exploration ε ∈ [0, 1] samples tokens from (1 − ε)·softmax + ε·uniform; densities never use it.
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <vector>
+
+#include "rtb/config.hpp"
+#include "rtb/error.hpp"
+#include "rtb/math/categorical.hpp"
+#include "rtb/math/philox.hpp"
+#include "rtb/process/noise_schedule.hpp"
+
+namespace rtb {
+
+template <class S = float>
+class MaskedCategoricalProcess {
+ public:
+  using Scalar = S;
+  using Value = std::int32_t;
+
+  struct Options {
+    Index length = 0;                     ///< L: columns of a state row
+    Index vocab = 0;                      ///< V: real tokens; MASK is V
+    Index num_steps = 16;                 ///< T
+    MaskingSchedule schedule = MaskingSchedule::Linear;
+    std::vector<char> generated = {};     ///< L flags, 1 = generated; empty = every column generated
+  };
+
+  explicit MaskedCategoricalProcess(Options o) : o_(std::move(o)), schedule_(o_.num_steps, o_.schedule) {
+    if (o_.length <= 0)
+      throw InvalidArgumentError(detail::message("MaskedCategoricalProcess: length must be positive, got ", o_.length));
+    if (o_.vocab < 2)
+      throw InvalidArgumentError(detail::message("MaskedCategoricalProcess: vocab must be at least 2, got ", o_.vocab));
+    if (o_.generated.empty()) o_.generated.assign(static_cast<std::size_t>(o_.length), 1);
+    if (static_cast<Index>(o_.generated.size()) != o_.length)
+      throw ShapeError(detail::message("MaskedCategoricalProcess: ", o_.generated.size(), " generated flags for length ",
+                                       o_.length, "; give one flag per column"));
+    for (Index j = 0; j < o_.length; ++j)
+      if (o_.generated[static_cast<std::size_t>(j)]) gen_.push_back(j);
+      else fixed_.push_back(j);
+    if (gen_.empty()) throw InvalidArgumentError("MaskedCategoricalProcess: no generated column; nothing to sample");
+    for (Index k = 0; k < o_.num_steps; ++k) {
+      const double rho = schedule_.reveal(k), back = schedule_.remask(k);
+      log_reveal_.push_back(static_cast<S>(std::log(rho)));
+      log_stay_.push_back(rho >= 1 ? -std::numeric_limits<S>::infinity() : static_cast<S>(std::log1p(-rho)));
+      reveal_.push_back(static_cast<S>(rho));
+      remask_.push_back(static_cast<S>(back));
+      log_remask_.push_back(static_cast<S>(std::log(back)));
+      log_keep_.push_back(back >= 1 ? -std::numeric_limits<S>::infinity() : static_cast<S>(std::log1p(-back)));
+    }
+  }
+
+  Index state_dim() const { return o_.length; }
+  Index output_dim() const { return o_.length * o_.vocab; }
+  Index num_steps() const { return o_.num_steps; }
+  Index vocab() const { return o_.vocab; }
+  Value mask_token() const { return static_cast<Value>(o_.vocab); }
+  const std::vector<Index>& generated_columns() const { return gen_; }
+  const std::vector<Index>& fixed_columns() const { return fixed_; }
+  const MaskingScheduleTable& schedule() const { return schedule_; }
+  /// Conditioning at a step: the noise level α_k (expected fraction of generated columns masked).
+  S time(Index step) const { return static_cast<S>(schedule_.alpha(step)); }
+
+  /// Sets the per-row context: rows × L tokens whose fixed columns are copied into x_0 (row r of
+  /// the batch reads context row r). Generated columns of the templates are ignored.
+  void set_context(ConstMatrixView<Value> templates) {
+    if (templates.cols() != o_.length)
+      throw ShapeError(detail::message("set_context: templates have ", templates.cols(), " columns, the process has ",
+                                       o_.length));
+    for (Index r = 0; r < templates.rows(); ++r)
+      for (Index j : fixed_) {
+        const Value v = templates(r, j);
+        if (v == mask_token())
+          throw InvalidArgumentError(detail::message("set_context: row ", r, " has MASK in fixed column ", j,
+                                                     " where a context token is expected"));
+        if (v < 0 || v > mask_token())
+          throw InvalidArgumentError(detail::message("set_context: row ", r, " column ", j, " holds token ", v,
+                                                     ", outside [0, ", o_.vocab, ")"));
+      }
+    context_.assign(templates.data(), templates.data() + templates.size());
+    context_rows_ = templates.rows();
+  }
+  Index context_rows() const { return context_rows_; }
+
+  /// Checks end states (data, replay): tokens in [0, V), no MASK anywhere, fixed columns included.
+  void check_end_states(ConstMatrixView<Value> x, const char* what) const {
+    if (x.cols() != o_.length)
+      throw ShapeError(detail::message(what, ": ", x.cols(), " columns, the process has ", o_.length));
+    for (Index r = 0; r < x.rows(); ++r)
+      for (Index j = 0; j < o_.length; ++j) {
+        const Value v = x(r, j);
+        if (v < 0 || v >= mask_token())
+          throw InvalidArgumentError(detail::message(what, ": row ", r, " column ", j, " holds token ", v,
+                                                     v == mask_token() ? " (MASK)" : "", "; end states need real tokens in [0, ",
+                                                     o_.vocab, ")"));
+      }
+  }
+
+  void initial_state(MatrixView<Value> x0, Index first_row) const {
+    if (!fixed_.empty() && first_row + x0.rows() > context_rows_)
+      throw ShapeError(detail::message("MaskedCategoricalProcess: rows ", first_row, "..", first_row + x0.rows() - 1,
+                                       " need a context, but set_context gave ", context_rows_,
+                                       " rows; set one context row per sample"));
+    for (Index r = 0; r < x0.rows(); ++r) {
+      for (Index j : gen_) x0(r, j) = mask_token();
+      for (Index j : fixed_) x0(r, j) = context_[static_cast<std::size_t>((first_row + r) * o_.length + j)];
+    }
+  }
+
+  void sample_step(ConstMatrixView<Value> x, ConstMatrixView<S> out, Index step, S exploration,
+                   const math::NoiseKey& key, Index first_row, MatrixView<Value> x_next) const {
+    const S eps = std::clamp(exploration, S(0), S(1));
+    const S rho = reveal_[static_cast<std::size_t>(step)];
+    const Index V = o_.vocab;
+    for (Index r = 0; r < x.rows(); ++r) {
+      const Value* xr = row_ptr(x, r);
+      Value* xn = row_ptr(x_next, r);
+      std::copy_n(xr, o_.length, xn);
+      for (std::size_t g = 0; g < gen_.size(); ++g) {
+        const Index j = gen_[g];
+        if (xr[j] != mask_token()) continue;
+        const math::Uint4 u = key.block(static_cast<std::uint64_t>(first_row + r), static_cast<std::uint32_t>(step),
+                                        static_cast<std::uint32_t>(j));
+        if (math::uniform01<S>(u.v[0]) >= rho) continue;  // stays masked
+        xn[j] = static_cast<Value>(math::sample_categorical(row_ptr(out, r) + j * V, V, math::uniform01<S>(u.v[1]), eps));
+      }
+    }
+  }
+
+  void log_prob_step(ConstMatrixView<Value> x, ConstMatrixView<Value> x_next, ConstMatrixView<S> out, Index step,
+                     S* acc) const {
+    const S ls = log_stay_[static_cast<std::size_t>(step)], lr = log_reveal_[static_cast<std::size_t>(step)];
+    const Index V = o_.vocab;
+    for (Index r = 0; r < x.rows(); ++r) {
+      const Value* xr = row_ptr(x, r);
+      const Value* xn = row_ptr(x_next, r);
+      S sum = S(0);
+      for (Index j : gen_) {
+        if (xr[j] != mask_token()) continue;
+        sum += xn[j] == mask_token() ? ls : lr + math::log_softmax_at(row_ptr(out, r) + j * V, V, static_cast<Index>(xn[j]));
+      }
+      acc[r] += sum;
+    }
+  }
+
+  void d_log_prob_d_output(ConstMatrixView<Value> x, ConstMatrixView<Value> x_next, ConstMatrixView<S> out, Index,
+                           const S* weight, MatrixView<S> d_out) const {
+    d_out.setZero();
+    const Index V = o_.vocab;
+    for (Index r = 0; r < x.rows(); ++r) {
+      if (weight[r] == S(0)) continue;
+      const Value* xr = row_ptr(x, r);
+      const Value* xn = row_ptr(x_next, r);
+      for (Index j : gen_)
+        if (xr[j] == mask_token() && xn[j] != mask_token())
+          math::d_log_softmax_at(row_ptr(out, r) + j * V, V, static_cast<Index>(xn[j]), weight[r], row_ptr(d_out, r) + j * V);
+    }
+  }
+
+  /// Re-masking: each generated position revealed in x_{k+1} was masked at step k with
+  /// probability (α_k − α_{k+1})/(1 − α_{k+1}); masked ones stay masked; fixed ones are kept.
+  void sample_backward_step(ConstMatrixView<Value> x_next, Index step, const math::NoiseKey& key, Index first_row,
+                            MatrixView<Value> x) const {
+    const S q = remask_[static_cast<std::size_t>(step)];
+    for (Index r = 0; r < x.rows(); ++r) {
+      const Value* xn = row_ptr(x_next, r);
+      Value* xr = row_ptr(x, r);
+      std::copy_n(xn, o_.length, xr);
+      for (Index j : gen_) {
+        if (xn[j] == mask_token()) continue;
+        const math::Uint4 u = key.block(static_cast<std::uint64_t>(first_row + r), static_cast<std::uint32_t>(step),
+                                        static_cast<std::uint32_t>(j));
+        if (math::uniform01<S>(u.v[0]) < q) xr[j] = mask_token();
+      }
+    }
+  }
+
+  void log_prob_backward_step(ConstMatrixView<Value> x, ConstMatrixView<Value> x_next, Index step, S* acc) const {
+    const S lm = log_remask_[static_cast<std::size_t>(step)], lk = log_keep_[static_cast<std::size_t>(step)];
+    for (Index r = 0; r < x.rows(); ++r) {
+      const Value* xr = row_ptr(x, r);
+      const Value* xn = row_ptr(x_next, r);
+      S sum = S(0);
+      for (Index j : gen_)
+        if (xn[j] != mask_token()) sum += xr[j] == mask_token() ? lm : lk;
+      acc[r] += sum;
+    }
+  }
+
+  /// x_k | x_T: each generated position masked with probability α_k, else x_T's token.
+  void sample_given_end(ConstMatrixView<Value> x_end, Index step, const math::NoiseKey& key, Index first_row,
+                        MatrixView<Value> x) const {
+    const S alpha = static_cast<S>(schedule_.alpha(step));
+    for (Index r = 0; r < x.rows(); ++r) {
+      std::copy_n(row_ptr(x_end, r), o_.length, row_ptr(x, r));
+      for (Index j : gen_) {
+        const math::Uint4 u = key.block(static_cast<std::uint64_t>(first_row + r), static_cast<std::uint32_t>(step),
+                                        static_cast<std::uint32_t>(j));
+        if (math::uniform01<S>(u.v[0]) < alpha) x(r, j) = mask_token();
+      }
+    }
+  }
+
+  /// acc[r] += E[log p(x_{k+1} | x_k)] over x_{k+1} | x_k, x_T: every masked generated position is
+  /// revealed (to x_T's token) with probability ρ_k, so the expectation is
+  /// Σ_masked [ρ_k·(log ρ_k + log softmax(ℓ_i)[x_T[i]]) + (1 − ρ_k)·log(1 − ρ_k)]:
+  /// the masked-diffusion cross-entropy weighted by the schedule.
+  void expected_log_prob_step(ConstMatrixView<Value> x, ConstMatrixView<Value> x_end, ConstMatrixView<S> out,
+                              Index step, S* acc) const {
+    const S rho = reveal_[static_cast<std::size_t>(step)];
+    const S constant = rho * log_reveal_[static_cast<std::size_t>(step)] +
+                       (rho < S(1) ? (S(1) - rho) * log_stay_[static_cast<std::size_t>(step)] : S(0));
+    const Index V = o_.vocab;
+    for (Index r = 0; r < x.rows(); ++r) {
+      S sum = S(0);
+      for (Index j : gen_)
+        if (x(r, j) == mask_token())
+          sum += constant + rho * math::log_softmax_at(row_ptr(out, r) + j * V, V, static_cast<Index>(x_end(r, j)));
+      acc[r] += sum;
+    }
+  }
+
+  void d_expected_log_prob_d_output(ConstMatrixView<Value> x, ConstMatrixView<Value> x_end, ConstMatrixView<S> out,
+                                    Index step, const S* weight, MatrixView<S> d_out) const {
+    d_out.setZero();
+    const S rho = reveal_[static_cast<std::size_t>(step)];
+    const Index V = o_.vocab;
+    for (Index r = 0; r < x.rows(); ++r)
+      for (Index j : gen_)
+        if (x(r, j) == mask_token())
+          math::d_log_softmax_at(row_ptr(out, r) + j * V, V, static_cast<Index>(x_end(r, j)), weight[r] * rho,
+                                 row_ptr(d_out, r) + j * V);
+  }
+
+ private:
+  Options o_;
+  MaskingScheduleTable schedule_;
+  std::vector<Index> gen_, fixed_;
+  std::vector<S> log_reveal_, log_stay_, reveal_, remask_, log_remask_, log_keep_;
+  std::vector<Value> context_;
+  Index context_rows_ = 0;
+};
+
+}  // namespace rtb
