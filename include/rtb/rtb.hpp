@@ -11,17 +11,23 @@
 #include "rtb/concepts/reward.hpp"
 
 #include "rtb/math/activations.hpp"
+#include "rtb/math/categorical.hpp"
 #include "rtb/math/gaussian.hpp"
 #include "rtb/math/logsumexp.hpp"
 #include "rtb/math/philox.hpp"
 
 #include "rtb/process/gaussian_process.hpp"
+#include "rtb/process/masked_categorical_process.hpp"
+#include "rtb/process/noise_schedule.hpp"
 
 #include "rtb/net/adam.hpp"
+#include "rtb/net/embedding.hpp"
 #include "rtb/net/linear.hpp"
 #include "rtb/net/mlp.hpp"
 #include "rtb/net/parameters.hpp"
 #include "rtb/net/pis_mlp.hpp"
+#include "rtb/net/time_embedding.hpp"
+#include "rtb/net/token_mlp.hpp"
 
 #include "rtb/reward/function.hpp"
 #include "rtb/reward/gaussian_mixture.hpp"

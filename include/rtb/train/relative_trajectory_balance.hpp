@@ -42,9 +42,9 @@
 namespace rtb {
 
 /// Samples and importance-sampling diagnostics of the current posterior.
-template <class S>
+template <class S, class V = S>
 struct Evaluation {
-  RowMatrix<S> samples;           ///< x_T, [n, D]
+  RowMatrix<V> samples;           ///< x_T, [n, D]
   std::vector<S> log_r;           ///< log r(x_T)
   std::vector<S> log_weight;      ///< β log r + Σ log p_θ − Σ log p_φ
   LogPartitionEstimate log_partition;
@@ -265,7 +265,7 @@ class RelativeTrajectoryBalance {
 
   /// n end points of the posterior (no exploration), as an xtensor [n, D].
   xt::xtensor<V, 2> sample(Index n, std::uint64_t seed) {
-    const Evaluation<S> e = run_rollouts(n, seed, false);
+    const Evaluation<S, V> e = run_rollouts(n, seed, false);
     xt::xtensor<V, 2> out = xt::empty<V>({static_cast<std::size_t>(n), static_cast<std::size_t>(process_.state_dim())});
     std::copy(e.samples.data(), e.samples.data() + e.samples.size(), out.data());
     return out;
@@ -273,7 +273,7 @@ class RelativeTrajectoryBalance {
 
   /// n on-policy trajectories scored under both models: samples, log r, importance weights,
   /// log Z estimates and ESS.
-  Evaluation<S> evaluate(Index n, std::uint64_t seed) { return run_rollouts(n, seed, true); }
+  Evaluation<S, V> evaluate(Index n, std::uint64_t seed) { return run_rollouts(n, seed, true); }
 
   S log_z() const { return log_z_; }
   void set_log_z(S v) { log_z_ = v; }
@@ -384,13 +384,13 @@ class RelativeTrajectoryBalance {
     return keep.data();
   }
 
-  Evaluation<S> run_rollouts(Index n, std::uint64_t seed, bool score) {
+  Evaluation<S, V> run_rollouts(Index n, std::uint64_t seed, bool score) {
     if (n <= 0) throw EmptyBatchError(detail::message("sample/evaluate: n must be positive, got ", n));
     detail::TrajectoryEngine<P, N> eng(process_, posterior_, config_.block_rows, engine_.threads());
     eng.shape(posterior_, n, 0);
     std::vector<S> lp(static_cast<std::size_t>(n)), lq(static_cast<std::size_t>(n));
     eng.pass1(posterior_, score ? &prior_ : nullptr, {seed, math::Stream::Evaluation, 0}, S(0), lp.data(), lq.data());
-    Evaluation<S> e;
+    Evaluation<S, V> e;
     auto end = eng.end_states();
     e.samples = end;
     if (!score) return e;
