@@ -6,6 +6,7 @@
 #include <cmath>
 #include <functional>
 #include <string>
+#include <vector>
 
 #include <rtb/io/png.hpp>
 #include <rtb/config.hpp>
@@ -44,6 +45,35 @@ void scatter_over_density(const std::string& path, rtb::ConstMatrixView<S> x, co
   for (rtb::Index i = 0; i < x.rows(); ++i)
     img.dot((static_cast<double>(x(i, 0)) + lim) * scale, (lim - static_cast<double>(x(i, 1))) * scale, 1.6,
             {200, 30, 30}, 0.8);
+  img.write_png(path);
+}
+
+}  // namespace examples
+
+namespace examples {
+
+/// A line chart of one or more series against their index, each scaled to its own range, written
+/// as a PNG with a light grid. Colours cycle through a fixed palette.
+inline void line_chart(const std::string& path, const std::vector<std::vector<double>>& series, int width = 720,
+                       int height = 360) {
+  rtb::io::Image img(width, height, {255, 255, 255});
+  const int pad = 20;
+  for (int g = 0; g <= 4; ++g) {  // grid
+    const int y = pad + g * (height - 2 * pad) / 4;
+    for (int x = pad; x < width - pad; ++x) img.at(x, y) = {225, 225, 225};
+  }
+  const rtb::io::Rgb palette[4] = {{200, 30, 30}, {30, 90, 200}, {40, 150, 60}, {150, 60, 160}};
+  for (std::size_t k = 0; k < series.size(); ++k) {
+    const auto& s = series[k];
+    if (s.size() < 2) continue;
+    const auto [lo_it, hi_it] = std::minmax_element(s.begin(), s.end());
+    const double lo = *lo_it, hi = *hi_it > *lo_it ? *hi_it : *lo_it + 1;
+    for (std::size_t i = 0; i < s.size(); ++i) {
+      const double x = pad + static_cast<double>(i) * (width - 2 * pad) / static_cast<double>(s.size() - 1);
+      const double y = height - pad - (s[i] - lo) / (hi - lo) * (height - 2 * pad);
+      img.dot(x, y, 1.8, palette[k % 4]);
+    }
+  }
   img.write_png(path);
 }
 

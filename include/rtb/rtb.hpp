@@ -31,6 +31,7 @@
 
 #include "rtb/reward/function.hpp"
 #include "rtb/reward/gaussian_mixture.hpp"
+#include "rtb/reward/kneser_ney.hpp"
 
 #include "rtb/objective/reinforce_kl.hpp"
 #include "rtb/objective/relative_tb.hpp"
@@ -44,9 +45,11 @@
 #include "rtb/train/config.hpp"
 #include "rtb/train/prior.hpp"
 #include "rtb/train/relative_trajectory_balance.hpp"
+#include "rtb/train/sample.hpp"
 
 #include "rtb/eval/log_partition.hpp"
 #include "rtb/eval/mode_coverage.hpp"
+#include "rtb/eval/text_metrics.hpp"
 
 #include "rtb/io/npy.hpp"
 #include "rtb/io/png.hpp"
