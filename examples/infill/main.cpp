@@ -170,7 +170,8 @@ int main(int argc, char** argv) {
     Net prior({.length = lay.length(), .vocab = infill::kVocab, .embed = 16, .hidden = 256, .num_layers = 1,
                .harmonics = 16, .condition = condition, .seed = o.seed});
 
-    // 1. Fit the prior: windows of training sentences split anywhere, the beginning fixed.
+    // 1. Fit the prior: windows of training sentences, the beginning fixed, the middle inside the
+    //    sentence (as in the task), so the prior never learns to end a sentence mid-span.
     const auto t_prior = Clock::now();
     const rtb::PriorFitConfig pc{.batch_size = 256,
                                  .iterations = o.prior_iterations,
@@ -188,8 +189,9 @@ int main(int argc, char** argv) {
           for (rtb::Index r = 0; r < x.rows(); ++r) {
             const auto& s = corpus.train[static_cast<std::size_t>(rtb::math::uniform<double>(key, r, 0, 0) *
                                                                   static_cast<double>(corpus.train.size()))];
-            const int a = 1 + static_cast<int>(rtb::math::uniform<double>(key, r, 1, 0) * static_cast<double>(s.size()));
-            infill::fill_row(lay, s, std::min<int>(a, static_cast<int>(s.size())), rtb::row_ptr(x, r));
+            const int last = std::max(1, static_cast<int>(s.size()) - lay.middle);  // a in [1, n − M]
+            const int a = 1 + static_cast<int>(rtb::math::uniform<double>(key, r, 1, 0) * static_cast<double>(last));
+            infill::fill_row(lay, s, std::min(a, last), rtb::row_ptr(x, r));
           }
         },
         pc,
