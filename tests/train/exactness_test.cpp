@@ -52,33 +52,32 @@ void check_posterior(Trainer& trainer, const char* label) {
 
 rtb::PisMlp<S> zero_drift_prior() { return rtb::PisMlp<S>({.dim = 2, .hidden = 32, .harmonics = 16, .seed = 5}); }
 
+/// 800 steps of Adam 3e-3 decaying to 5%, log Z step 0.05, batch 256: the settings both tests share.
+rtb::Config exactness_config(std::uint64_t seed) {
+  return rtb::Config{.batch_size = 256,
+                     .learning_rate = 3e-3,
+                     .log_z_learning_rate = 0.05,
+                     .decay = {.start = 0, .end = 800, .final_ratio = 0.05},
+                     .exploration = rtb::ExplorationSchedule::none(),
+                     .threads = 2,
+                     .seed = seed};
+}
+
 }  // namespace
 
 TEST_CASE("exactness: RTB recovers the closed-form Gaussian posterior and log Z") {
   const rtb::GaussianProcess<S> process(2, 20, kSigma2);
-  const rtb::Config cfg{.batch_size = 256,
-                        .learning_rate = 3e-3,
-                        .log_z_learning_rate = 0.05,
-                        .decay = {.start = 0, .end = 800, .final_ratio = 0.05},
-                        .exploration = rtb::ExplorationSchedule::none(),
-                        .threads = 2,
-                        .seed = 1};
-  rtb::RelativeTrajectoryBalance trainer(process, zero_drift_prior(), gaussian_reward(), cfg);
+  rtb::RelativeTrajectoryBalance trainer(process, zero_drift_prior(), gaussian_reward(), exactness_config(1));
   trainer.train(800);
   check_posterior(trainer, "on-policy");
 }
 
 TEST_CASE("off-policy: exploration and replay reach the same fixed point") {
   const rtb::GaussianProcess<S> process(2, 20, kSigma2);
-  const rtb::Config cfg{.batch_size = 256,
-                        .learning_rate = 3e-3,
-                        .log_z_learning_rate = 0.05,
-                        .decay = {.start = 0, .end = 800, .final_ratio = 0.05},
-                        .exploration = {.initial = 0.5, .hold_until = 100, .zero_at = 400},
-                        .replay_fraction = 0.25,
-                        .replay_capacity = 2048,
-                        .threads = 2,
-                        .seed = 2};
+  rtb::Config cfg = exactness_config(2);
+  cfg.exploration = {.initial = 0.5, .hold_until = 100, .zero_at = 400};
+  cfg.replay_fraction = 0.25;
+  cfg.replay_capacity = 2048;
   rtb::RelativeTrajectoryBalance trainer(process, zero_drift_prior(), gaussian_reward(), cfg);
   std::int64_t replayed = 0;
   trainer.train(800, [&](const auto&, const rtb::StepStats& s) { replayed += s.replayed; });

@@ -58,11 +58,7 @@ class Mlp {
     params_.assign(static_cast<std::size_t>(layout_.size()), S(0));
     S* p = params_.data();
     first_.init_default(p, o.seed, 0);
-    for (std::size_t l = 0; l < trunk_.hidden().size(); ++l) trunk_.hidden()[l].init_default(p, o.seed, 1 + l);
-    if (o.zero_init_last)
-      trunk_.output().init_constant(p, S(0));
-    else
-      trunk_.output().init_default(p, o.seed, 1000);
+    trunk_.init(p, o.seed, 1, 1000, o.zero_init_last);
   }
 
   const Options& options() const { return o_; }

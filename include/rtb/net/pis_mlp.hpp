@@ -70,11 +70,7 @@ class PisMlp {
     S* p = params_.data();
     time_.init(p, o.seed, 0);
     s_.init_default(p, o.seed, 3);
-    for (std::size_t l = 0; l < trunk_.hidden().size(); ++l) trunk_.hidden()[l].init_default(p, o.seed, 10 + l);
-    if (o.zero_init_last)
-      trunk_.output().init_constant(p, S(0));
-    else
-      trunk_.output().init_default(p, o.seed, 9);
+    trunk_.init(p, o.seed, 10, 9, o.zero_init_last);
   }
 
   const Options& options() const { return o_; }

@@ -76,11 +76,7 @@ class TokenMlp {
     emb_.init(p, o_.seed, 0);
     in_.init_default(p, o_.seed, 1);
     time_.init(p, o_.seed, 10);
-    for (std::size_t l = 0; l < trunk_.hidden().size(); ++l) trunk_.hidden()[l].init_default(p, o_.seed, 20 + l);
-    if (o_.zero_init_last)
-      trunk_.output().init_constant(p, S(0));
-    else
-      trunk_.output().init_default(p, o_.seed, 19);
+    trunk_.init(p, o_.seed, 20, 19, o_.zero_init_last);
   }
 
   const Options& options() const { return o_; }

@@ -7,6 +7,7 @@
 ///
 /// with forward that keeps (a_l, GELU'(h_l)) in a context and a backward that returns ∂/∂h₀.
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -33,6 +34,18 @@ class GeluTrunk {
   }
 
   const std::vector<Linear>& hidden() const { return hidden_; }
+
+  /// PyTorch-default hidden layers (ids hidden_id, hidden_id + 1, …) and an output layer that is
+  /// zero (the reference's zero-initialised head: a fresh denoiser outputs exactly 0) or default.
+  template <class S>
+  void init(S* params, std::uint64_t seed, std::uint32_t hidden_id, std::uint32_t output_id, bool zero_last) const {
+    for (std::size_t l = 0; l < hidden_.size(); ++l)
+      hidden_[l].init_default(params, seed, hidden_id + static_cast<std::uint32_t>(l));
+    if (zero_last)
+      out_.init_constant(params, S(0));
+    else
+      out_.init_default(params, seed, output_id);
+  }
   const Linear& output() const { return out_; }
   Index first_width() const { return widths_.front(); }
   Index max_width() const {
