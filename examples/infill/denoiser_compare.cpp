@@ -208,10 +208,10 @@ int main(int argc, char** argv) {
         auto probe = net;
         const auto t0 = Clock::now();
         Clock::time_point t1 = t0;
-        rtb::fit_prior(process, probe, data, config(lr, 12), [&](const rtb::PriorFitStats& s) {
+        rtb::fit_prior(process, probe, data, config(lr, 22), [&](const rtb::PriorFitStats& s) {
           if (s.iteration == 1) t1 = Clock::now();
         });
-        const double per_it = seconds_since(t1) / 10.0;
+        const double per_it = seconds_since(t1) / 20.0;
         res.iterations = std::max<std::int64_t>(2, static_cast<std::int64_t>(o.seconds / per_it));
         std::printf("[%s] %.2f ms per iteration -> %lld iterations\n", res.name.c_str(), 1e3 * per_it,
                     static_cast<long long>(res.iterations));

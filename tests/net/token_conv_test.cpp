@@ -124,4 +124,6 @@ TEST_CASE("a fresh TokenConv ignores condition columns exactly; its receptive fi
 
   CHECK_THROWS_AS(rtb::TokenConv<float>({.length = 3, .vocab = 2, .condition = {5}}), rtb::InvalidArgumentError);
   CHECK_THROWS_AS(rtb::TokenConv<float>({.length = 3, .vocab = 2, .kernel = 4}), rtb::InvalidArgumentError);
+  CHECK_THROWS_AS(rtb::TokenConv<float>({.length = 3, .vocab = 2, .kernel = 1}), rtb::InvalidArgumentError);
+  CHECK(rtb::TokenConv<float>({.length = 3, .vocab = 2, .kernel = 1, .num_blocks = 2}).receptive_reach() == 0);
 }

@@ -72,8 +72,11 @@ class TokenConv {
     }
     for (Index j = 0; j < o_.length; ++j) all_cols_.push_back(j);
     const Index half = (o_.kernel - 1) / 2;
+    if (o_.num_blocks == 0 && half == 0 && o_.length > 1)
+      throw InvalidArgumentError("TokenConv: kernel 1 never widens the receptive field, so num_blocks = 0 (cover the "
+                                 "row) has no answer; use kernel >= 3 or give num_blocks");
     if (o_.num_blocks == 0)  // smallest N with half·2^N ≥ L − 1 (input conv + blocks)
-      while (half * ((Index{1} << o_.num_blocks)) < o_.length - 1 && o_.num_blocks < 30) ++o_.num_blocks;
+      while (half * (Index{1} << o_.num_blocks) < o_.length - 1) ++o_.num_blocks;
     const Index E = o_.embed, C = o_.channels, N = o_.num_blocks;
     emb_ = Embedding(layout_, "embedding.", o_.vocab + 1, E);
     in_ = Conv1d(layout_, "input.", E, C, o_.kernel);
