@@ -21,12 +21,14 @@
 #include "rtb/process/noise_schedule.hpp"
 
 #include "rtb/net/adam.hpp"
+#include "rtb/net/conv1d.hpp"
 #include "rtb/net/embedding.hpp"
 #include "rtb/net/linear.hpp"
 #include "rtb/net/mlp.hpp"
 #include "rtb/net/parameters.hpp"
 #include "rtb/net/pis_mlp.hpp"
 #include "rtb/net/time_embedding.hpp"
+#include "rtb/net/token_conv.hpp"
 #include "rtb/net/token_mlp.hpp"
 
 #include "rtb/reward/function.hpp"

@@ -61,3 +61,28 @@ TEST_CASE("no heap allocation inside step() after the first call") {
     CHECK(g_allocations.load() > after);
   }
 }
+
+// Counts operator new only: Eigen's GEMM takes its packing buffers from malloc (not counted here)
+// once they exceed EIGEN_STACK_ALLOCATION_LIMIT, which both nets' products do at 128 rows.
+TEST_CASE("token denoisers: forward, backward and inference call no operator new at the infill example's sizes") {
+  const rtb::Index L = 44, V = 33, rows = 128;
+  std::vector<rtb::Index> condition;
+  for (rtb::Index j = 32; j < L; ++j) condition.push_back(j);
+  rtb::RowMatrix<std::int32_t> x(rows, L);
+  for (rtb::Index i = 0; i < x.size(); ++i) x.data()[i] = static_cast<std::int32_t>((i * 7) % (V + 1));
+  rtb::RowMatrix<float> out(rows, L * V), d_out = rtb::RowMatrix<float>::Constant(rows, L * V, 0.01f);
+  auto check = [&](const auto& net) {
+    std::vector<float> grad(static_cast<std::size_t>(net.num_params()));
+    auto ctx = net.make_context(rows);
+    const rtb::ConstMatrixView<std::int32_t> xv(x.data(), rows, L);
+    rtb::MatrixView<float> ov(out.data(), rows, L * V);
+    const long before = g_allocations.load();
+    net.forward(xv, 0.5f, ov, ctx);
+    net.backward(ctx, rtb::ConstMatrixView<float>(d_out.data(), rows, L * V), std::span<float>(grad),
+                 rtb::GradientMode::Overwrite);
+    net.inference(xv, 0.25f, ov, ctx);
+    CHECK(g_allocations.load() - before == 0);
+  };
+  check(rtb::TokenConv<float>({.length = L, .vocab = V, .channels = 32, .condition = condition, .seed = 1}));
+  check(rtb::TokenMlp<float>({.length = L, .vocab = V, .condition = condition, .seed = 1}));
+}
