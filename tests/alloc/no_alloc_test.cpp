@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 // step() allocates nothing once the trainer is built: every buffer is sized up front. Counts
-// calls to the global operator new (replaced in this executable only).
+// every call to the malloc family (interposed in this executable only).
 
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
@@ -14,27 +14,38 @@ namespace {
 std::atomic<long> g_allocations{0};
 }
 
-void* operator new(std::size_t n) {
+// Every heap allocation of the process goes through these (glibc lets a program interpose its
+// malloc family): operator new, std::vector, and Eigen's GEMM packing buffers alike.
+extern "C" {
+void* __libc_malloc(std::size_t);
+void* __libc_calloc(std::size_t, std::size_t);
+void* __libc_realloc(void*, std::size_t);
+void* __libc_memalign(std::size_t, std::size_t);
+void __libc_free(void*);
+
+void* malloc(std::size_t n) {
   ++g_allocations;
-  if (void* p = std::malloc(n ? n : 1)) return p;
-  throw std::bad_alloc();
+  return __libc_malloc(n);
 }
-void* operator new[](std::size_t n) { return operator new(n); }
-void* operator new(std::size_t n, std::align_val_t a) {
+void* calloc(std::size_t n, std::size_t m) {
   ++g_allocations;
-  const std::size_t al = static_cast<std::size_t>(a);
-  if (void* p = std::aligned_alloc(al, (n + al - 1) / al * al)) return p;
-  throw std::bad_alloc();
+  return __libc_calloc(n, m);
 }
-void* operator new[](std::size_t n, std::align_val_t a) { return operator new(n, a); }
-void operator delete(void* p) noexcept { std::free(p); }
-void operator delete[](void* p) noexcept { std::free(p); }
-void operator delete(void* p, std::size_t) noexcept { std::free(p); }
-void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
-void operator delete(void* p, std::align_val_t) noexcept { std::free(p); }
-void operator delete[](void* p, std::align_val_t) noexcept { std::free(p); }
-void operator delete(void* p, std::size_t, std::align_val_t) noexcept { std::free(p); }
-void operator delete[](void* p, std::size_t, std::align_val_t) noexcept { std::free(p); }
+void* realloc(void* p, std::size_t n) {
+  ++g_allocations;
+  return __libc_realloc(p, n);
+}
+void* memalign(std::size_t a, std::size_t n) {
+  ++g_allocations;
+  return __libc_memalign(a, n);
+}
+void* aligned_alloc(std::size_t a, std::size_t n) { return memalign(a, n); }
+int posix_memalign(void** out, std::size_t a, std::size_t n) {
+  *out = memalign(a, n);
+  return *out ? 0 : 12;  // ENOMEM
+}
+void free(void* p) { __libc_free(p); }
+}
 
 TEST_CASE("no heap allocation inside step() after the first call") {
   using S = float;
@@ -64,7 +75,7 @@ TEST_CASE("no heap allocation inside step() after the first call") {
 
 // Counts operator new only: Eigen's GEMM takes its packing buffers from malloc (not counted here)
 // once they exceed EIGEN_STACK_ALLOCATION_LIMIT, which both nets' products do at 128 rows.
-TEST_CASE("token denoisers: forward, backward and inference call no operator new at the infill example's sizes") {
+TEST_CASE("token denoisers: forward, backward and inference allocate nothing at the infill example's sizes") {
   const rtb::Index L = 44, V = 33, rows = 128;
   std::vector<rtb::Index> condition;
   for (rtb::Index j = 32; j < L; ++j) condition.push_back(j);

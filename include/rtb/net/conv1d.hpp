@@ -25,6 +25,7 @@
 #include <string>
 
 #include "rtb/config.hpp"
+#include "rtb/net/gemm.hpp"
 #include "rtb/math/philox.hpp"
 #include "rtb/net/parameters.hpp"
 
@@ -68,9 +69,9 @@ class Conv1d {
     im2col(x, length, col);
     const ConstMatrixView<S> colv(col, n, K), wtv(wt, out_, K);
     if (accumulate)
-      y.noalias() += colv * wtv.transpose();
+      detail::gemm(y, colv, wtv.transpose(), true);
     else
-      y.noalias() = colv * wtv.transpose();
+      detail::gemm(y, colv, wtv.transpose(), false);
     if (b_ < 0 && !extra) return;
     S* bias = wt;  // free once the product is done
     for (Index o = 0; o < out_; ++o) bias[o] = (b_ >= 0 ? params[b_ + o] : S(0)) + (extra ? extra[o] : S(0));
@@ -91,7 +92,7 @@ class Conv1d {
     S* col = scratch + K * out_;
     im2col(x, length, col);
     MatrixView<S> dwt(wt, out_, K);
-    dwt.noalias() = dy.transpose() * ConstMatrixView<S>(col, n, K);
+    detail::gemm(dwt, dy.transpose(), ConstMatrixView<S>(col, n, K), false);
     for (Index o = 0; o < out_; ++o)
       for (Index c = 0; c < in_; ++c)
         for (Index t = 0; t < k_; ++t) grad[w_ + (o * in_ + c) * k_ + t] += wt[o * K + t * in_ + c];
@@ -103,7 +104,7 @@ class Conv1d {
     if (!dx) return;
     swap_taps(params + w_, wt);
     MatrixView<S> dcol(col, n, K);
-    dcol.noalias() = dy * ConstMatrixView<S>(wt, out_, K);
+    detail::gemm(dcol, dy, ConstMatrixView<S>(wt, out_, K), false);
     col2im(col, n, length, dx);
   }
 

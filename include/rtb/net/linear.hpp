@@ -10,6 +10,7 @@
 #include <type_traits>
 
 #include "rtb/config.hpp"
+#include "rtb/net/gemm.hpp"
 #include "rtb/math/philox.hpp"
 #include "rtb/net/parameters.hpp"
 
@@ -56,7 +57,7 @@ class Linear {
       }
       return;
     }
-    y.noalias() = x * weight(params).transpose();
+    detail::gemm(y, x, weight(params).transpose(), false);
     for (Index r = 0; r < y.rows(); ++r) {
       S* yr = &y(r, 0);
       if (extra)
@@ -85,10 +86,10 @@ class Linear {
       for (Index o = 0; o < out_; ++o)
         for (Index i = 0; i < in_; ++i) dw(o, i) += acc[i * out_ + o];
     } else {
-      dw.noalias() += dy.transpose() * x;
+      detail::gemm(dw, dy.transpose(), x, true);
     }
     add_column_sums(dy, grad + b_);
-    if (dx) dx->noalias() = dy * weight(params);
+    if (dx) detail::gemm(*dx, dy, weight(params), false);
   }
 
   /// PyTorch's default initialisation: W and b uniform in ±1/√in.

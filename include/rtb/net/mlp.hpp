@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "rtb/config.hpp"
+#include "rtb/net/gemm.hpp"
 #include "rtb/error.hpp"
 #include "rtb/net/context.hpp"
 #include "rtb/net/linear.hpp"
@@ -93,7 +94,7 @@ class Mlp {
     // First layer over [x, φ(t)]: the x block by GEMM, the φ block as an outer product.
     const Index in = D + 2 * F;
     Eigen::Map<RowMatrix<S>, 0, Eigen::OuterStride<>> dw_x(g + first_.weight_offset(), W, D, Eigen::OuterStride<>(in));
-    dw_x.noalias() += d_h0.transpose() * ConstMatrixView<S>(ctx.x, rows, D);
+    detail::gemm(dw_x, d_h0.transpose(), ConstMatrixView<S>(ctx.x, rows, D), true);
     S* col = ctx.time.data() + 2 * F;  // W floats: Σ_rows ∂/∂h₀
     std::fill(col, col + W, S(0));
     Linear::add_column_sums(ConstMatrixView<S>(d_h0.data(), rows, W), col);
@@ -128,7 +129,7 @@ class Mlp {
     }
     MatrixView<S> h0 = trunk_.act(ctx.trunk.data(), rows, 0);
     Eigen::Map<const RowMatrix<S>, 0, Eigen::OuterStride<>> w_x(w, W, D, Eigen::OuterStride<>(in));
-    h0.noalias() = x * w_x.transpose();
+    detail::gemm(h0, x, w_x.transpose(), false);
     for (Index r = 0; r < rows; ++r)
       for (Index o = 0; o < W; ++o) h0(r, o) += row[o];
     trunk_.forward(p, ctx.trunk.data(), rows, out, keep);

@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "rtb/config.hpp"
+#include "rtb/net/gemm.hpp"
 #include "rtb/error.hpp"
 #include "rtb/net/context.hpp"
 #include "rtb/net/conv1d.hpp"
@@ -167,9 +168,9 @@ class TokenConv {
         for (Index i = 0; i < Lc; ++i)
           std::copy_n(d_h.data() + (r * o_.length + cond_cols_[static_cast<std::size_t>(i)]) * C, C, row_ptr(dyc, r * Lc + i));
       const ConstMatrixView<S> cvec(B.c, ctx.rows * Lc, E);
-      MatrixView<S>(g + cond_, C, E).noalias() += dyc.transpose() * cvec;
+      detail::gemm(MatrixView<S>(g + cond_, C, E), dyc.transpose(), cvec, true);
       MatrixView<S> d_c(B.d_c, ctx.rows * Lc, E);
-      d_c.noalias() = dyc * ConstMatrixView<S>(p + cond_, C, E);
+      detail::gemm(d_c, dyc, ConstMatrixView<S>(p + cond_, C, E), false);
       emb_.scatter_add(x, cond_cols_, ConstMatrixView<S>(B.d_c, ctx.rows, Lc * E), g);
     }
     if (N > 0) time_.backward(p, B.d_e, g, B.tscratch);
@@ -228,7 +229,7 @@ class TokenConv {
     if (Lc > 0) {
       emb_.gather(p, x, cond_cols_, MatrixView<S>(B.c, rows, Lc * E));
       MatrixView<S> yc(B.conv, rows * Lc, C);
-      yc.noalias() = ConstMatrixView<S>(B.c, rows * Lc, E) * ConstMatrixView<S>(p + cond_, C, E).transpose();
+      detail::gemm(yc, ConstMatrixView<S>(B.c, rows * Lc, E), ConstMatrixView<S>(p + cond_, C, E).transpose(), false);
       for (Index r = 0; r < rows; ++r)
         for (Index i = 0; i < Lc; ++i) {
           S* __restrict hr = B.h + (r * o_.length + cond_cols_[static_cast<std::size_t>(i)]) * C;

@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "rtb/config.hpp"
+#include "rtb/net/gemm.hpp"
 #include "rtb/error.hpp"
 #include "rtb/net/context.hpp"
 #include "rtb/net/embedding.hpp"
@@ -120,9 +121,9 @@ class TokenMlp {
     emb_.scatter_add(x, main_cols_, const_view(d_u), g);
     if (Lc > 0) {
       MatrixView<S> dw(g + cond_, H, Lc * E);
-      dw.noalias() += dh.transpose() * ConstMatrixView<S>(cvec, rows, Lc * E);
+      detail::gemm(dw, dh.transpose(), ConstMatrixView<S>(cvec, rows, Lc * E), true);
       MatrixView<S> d_c(d_emb, rows, Lc * E);
-      d_c.noalias() = dh * ConstMatrixView<S>(p + cond_, H, Lc * E);
+      detail::gemm(d_c, dh, ConstMatrixView<S>(p + cond_, H, Lc * E), false);
       emb_.scatter_add(x, cond_cols_, const_view(d_c), g);
     }
     S* tscratch = ctx.time.data() + 2 * ctx.max_rows * o_.length * E;
@@ -151,7 +152,7 @@ class TokenMlp {
     in_.forward(p, ConstMatrixView<S>(u, rows, Lm * E), h0, e);
     if (Lc > 0) {
       emb_.gather(p, x, cond_cols_, MatrixView<S>(cvec, rows, Lc * E));
-      h0.noalias() += ConstMatrixView<S>(cvec, rows, Lc * E) * ConstMatrixView<S>(p + cond_, H, Lc * E).transpose();
+      detail::gemm(h0, ConstMatrixView<S>(cvec, rows, Lc * E), ConstMatrixView<S>(p + cond_, H, Lc * E).transpose(), true);
     }
     trunk_.forward(p, ctx.trunk.data(), rows, out, keep);
   }

@@ -240,6 +240,7 @@ class TrajectoryEngine {
     const Index T = steps();
     k = std::clamp<Index>(k, 1, T);
     const S scale = static_cast<S>(T) / static_cast<S>(k);
+    const math::NoiseKey step_key{key.seed, math::Stream::StepSubset, key.iteration};  // not the bridge's draws
     pool_.parallel_for(static_cast<Index>(blocks_.size()), [&](Index b) {
       const Block& blk = blocks_[b];
       Work& w = work_[b];
@@ -255,7 +256,7 @@ class TrajectoryEngine {
       for (Index j = 0; j < k; ++j) {
         Index t = 0;
         for (int attempt = 0; attempt < 64; ++attempt) {
-          t = std::min<Index>(T - 1, static_cast<Index>(math::uniform<double>(key, static_cast<std::uint64_t>(blk.first),
+          t = std::min<Index>(T - 1, static_cast<Index>(math::uniform<double>(step_key, static_cast<std::uint64_t>(blk.first),
                                                                               static_cast<std::uint32_t>(j),
                                                                               static_cast<std::uint32_t>(attempt)) *
                                                          static_cast<double>(T)));
@@ -287,7 +288,7 @@ class TrajectoryEngine {
       b += sizeof(V) * (w.xa.capacity() + w.xb.capacity()) +
            sizeof(S) * (w.out.capacity() + w.out_prior.capacity() + w.d_out.capacity() + w.grad.capacity() +
                         w.weight.capacity()) +
-           w.ctx.bytes() + w.ctx_prior.bytes();
+           context_bytes(w.ctx) + context_bytes(w.ctx_prior);
     return b;
   }
 
@@ -312,6 +313,14 @@ class TrajectoryEngine {
     typename N::Context ctx, ctx_prior;
     bool mismatch = false;
   };
+
+  /// A context's own count if it keeps one (the Denoiser concept does not require it).
+  static std::size_t context_bytes(const typename N::Context& c) {
+    if constexpr (requires { c.bytes(); })
+      return c.bytes();
+    else
+      return sizeof(c);
+  }
 
   /// grad = Σ_b block gradients, in block order (independent of the thread count).
   void reduce(std::span<S> grad) const {

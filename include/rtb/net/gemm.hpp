@@ -1,0 +1,44 @@
+// SPDX-License-Identifier: Apache-2.0
+#pragma once
+/// \file
+/// Dense products that never touch the heap. Eigen's GEMM packs its operands into buffers of
+/// kc·mc and kc·nc scalars, which live on the stack up to EIGEN_STACK_ALLOCATION_LIMIT (128 KiB)
+/// and come from malloc above it. Splitting a product into blocks of at most 192 rows, 192
+/// columns and 128 depth bounds both buffers by 96 KiB, so the denoisers' forward and backward
+/// passes allocate nothing whatever their sizes (tests/alloc checks it with malloc interposed).
+/// Products that already fit run as one Eigen call, unchanged.
+
+#include <algorithm>
+
+#include "rtb/config.hpp"
+
+namespace rtb::detail {
+
+inline constexpr Index kGemmRows = 192, kGemmCols = 192, kGemmDepth = 128;
+
+/// dst = a·b (accumulate = false) or dst += a·b, without heap allocation.
+template <class Dst, class A, class B>
+void gemm(Dst&& dst, const A& a, const B& b, bool accumulate) {
+  const Index m = a.rows(), k = a.cols(), n = b.cols();
+  RTB_ASSERT(b.rows() == k && dst.rows() == m && dst.cols() == n);
+  if (m <= kGemmRows && n <= kGemmCols && k <= kGemmDepth) {
+    if (accumulate)
+      dst.noalias() += a * b;
+    else
+      dst.noalias() = a * b;
+    return;
+  }
+  if (!accumulate) dst.setZero();
+  for (Index i = 0; i < m; i += kGemmRows) {
+    const Index mi = std::min(kGemmRows, m - i);
+    for (Index j = 0; j < n; j += kGemmCols) {
+      const Index nj = std::min(kGemmCols, n - j);
+      for (Index p = 0; p < k; p += kGemmDepth) {
+        const Index kp = std::min(kGemmDepth, k - p);
+        dst.block(i, j, mi, nj).noalias() += a.block(i, p, mi, kp) * b.block(p, j, kp, nj);
+      }
+    }
+  }
+}
+
+}  // namespace rtb::detail
