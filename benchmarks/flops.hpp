@@ -41,11 +41,17 @@ inline MlpFlops pis_mlp_flops(const rtb::ParameterLayout& layout, rtb::Index row
 
 /// FLOPs of one RTB training step without replay at batch `batch` and T steps, as
 /// TrajectoryEngine does it: pass 1 runs the posterior (forward) and the prior (inference) at
-/// every step, pass 2 re-runs the posterior forward and then its backward at every step. An
-/// autograd implementation does one forward fewer (it keeps the graph instead of recomputing).
+/// every step, pass 2 re-runs the posterior forward and then its backward at every step.
 inline double rtb_step_flops(const rtb::ParameterLayout& layout, rtb::Index batch, rtb::Index T) {
   const MlpFlops f = pis_mlp_flops(layout, batch);
   return static_cast<double>(T) * (3.0 * f.forward + f.backward);
+}
+
+/// The same step done by autograd (the libtorch peer): the posterior forward is kept as a graph,
+/// not recomputed, so one forward fewer; the prior is scored by inference as here.
+inline double autograd_step_flops(const rtb::ParameterLayout& layout, rtb::Index batch, rtb::Index T) {
+  const MlpFlops f = pis_mlp_flops(layout, batch);
+  return static_cast<double>(T) * (2.0 * f.forward + f.backward);
 }
 
 /// FLOPs of sampling `batch` trajectories of T steps (one forward per step).
