@@ -1,0 +1,139 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
+# rtb against its libtorch peer, side by side, on this machine:
+#
+#   benchmarks/compare.sh [build-dir]        (default build-dir: build-compare)
+#
+# Configures a Release build with -DRTB_BUILD_TORCH_PEER=ON (needs libtorch-dev; install
+# libopenblas0 too, or torch runs on netlib BLAS), builds, checks rtb's gradient against torch
+# autograd, runs both benchmark suites (REPS repetitions, medians reported), measures peak RSS
+# at T = 100, 250, 500, 1000 (one process each) and prints the ratios peer time / rtb time for
+# the RTB step and for sampling at batch 500, T = 100: rtb at 2 threads (and 1), the peer at its
+# best thread count. Everything lands in OUT (default <build-dir>/compare): rtb.json, torch.json,
+# memory.txt, vs_t.csv and the plot (PLOT, default OUT/benchmarks_vs_T.png).
+#
+# Environment: REPS (default 3), OUT, PLOT, FILTER_RTB / FILTER_TORCH (benchmark filters),
+# QUIET_WAIT (seconds to wait for other processes to leave the CPUs before each suite, default
+# 600; timings taken while something else runs are worthless on a 2-core machine).
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+build=${1:-$root/build-compare}
+out=${OUT:-$build/compare}
+plot=${PLOT:-$out/benchmarks_vs_T.png}
+reps=${REPS:-3}
+mkdir -p "$out"
+
+cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DRTB_BUILD_TORCH_PEER=ON >"$out/configure.log"
+cmake --build "$build" -j2 --target rtb_bench rtb_memory rtb_plot_vs_t rtb_torch_bench rtb_torch_check >"$out/build.log"
+bin=$build/benchmarks
+
+echo "== machine"
+lscpu | grep -E '^(Model name|CPU\(s\)|L2 cache|L3 cache):' | sed 's/  */ /g'
+grep -o -m1 -w 'avx512f' /proc/cpuinfo | sed 's/^/flags include: /'
+echo "date: $(date -u '+%Y-%m-%d %H:%M UTC')   load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "compiler: $(c++ --version | head -1)"
+
+echo "== torch peer: BLAS and threads"
+"$bin/peers/rtb_torch_bench" --config | grep -E '^(torch |  - (OpenMP|CPU capability)|sgemm_|openblas|default threads|as benchmarked)'
+
+echo "== correctness: rtb gradient vs torch autograd"
+"$bin/peers/rtb_torch_check" | grep -E 'limit|passed'
+
+# Share of CPU time other processes used over the last 2 s, in percent.
+busy() {
+  local a b
+  a=($(head -1 /proc/stat)); sleep 2; b=($(head -1 /proc/stat))
+  awk -v u="$(( (b[1]+b[2]+b[3]+b[6]+b[7]) - (a[1]+a[2]+a[3]+a[6]+a[7]) ))" \
+      -v t="$(( (b[1]+b[2]+b[3]+b[4]+b[5]+b[6]+b[7]) - (a[1]+a[2]+a[3]+a[4]+a[5]+a[6]+a[7]) ))" 'BEGIN { printf "%.0f", 100 * u / t }'
+}
+wait_quiet() {
+  local waited=0 b
+  while b=$(busy); [ "$b" -gt 5 ]; do
+    if [ "$waited" -ge "${QUIET_WAIT:-600}" ]; then
+      echo "WARNING: CPUs still ${b}% busy with other work after ${waited}s; the timings below are disturbed"
+      return
+    fi
+    sleep 10; waited=$((waited + 12))
+  done
+  echo "CPUs quiet (${b}% busy over 2 s) after waiting ${waited}s"
+}
+
+run_suite() {  # binary json-out filter
+  "$1" --benchmark_repetitions="$reps" --benchmark_report_aggregates_only=true --benchmark_color=false \
+    --benchmark_filter="$3" --benchmark_out="$2" --benchmark_out_format=json >/dev/null 2>"$2.stderr"
+}
+echo "== running rtb_bench ($reps repetitions)"
+wait_quiet
+run_suite "$bin/rtb_bench" "$out/rtb.json" "${FILTER_RTB:-.}"
+echo "== running rtb_torch_bench ($reps repetitions)"
+wait_quiet
+run_suite "$bin/peers/rtb_torch_bench" "$out/torch.json" "${FILTER_TORCH:-.}"
+
+# Google Benchmark's JSON has one key per line; reduce each median entry to
+# "name seconds key=value ...", name without the /min_time:…/real_time_median decorations.
+medians() {
+  awk '
+    /"name":/        { n = $0; sub(/.*"name": "/, "", n); sub(/".*/, "", n); c = "" }
+    /"aggregate_name": "median"/ { med = 1 }
+    /"repetitions": 1,/ { med = 1 }
+    /"real_time":/   { rt = $2; sub(/,/, "", rt) }
+    /"time_unit":/   { u = $2; gsub(/[",]/, "", u) }
+    /"(GFLOP\/s|GB\/s|traj\/s|s\/step|blas_threads)":/ { k = $1; gsub(/[":]/, "", k); v = $2; sub(/,/, "", v); c = c " " k "=" v }
+    /^    }/ {
+      if (med) {
+        s = rt * (u == "ns" ? 1e-9 : u == "us" ? 1e-6 : u == "ms" ? 1e-3 : 1)
+        gsub(/\/min_time:[0-9.]+/, "", n); sub(/\/real_time(_median)?$/, "", n)
+        printf "%s %.6g%s\n", n, s, c
+      }
+      med = 0
+    }' "$1"
+}
+medians "$out/rtb.json" >"$out/rtb.txt"
+medians "$out/torch.json" >"$out/torch.txt"
+echo "== medians (name, seconds per iteration, counters)"
+cat "$out/rtb.txt" "$out/torch.txt"
+
+echo "load average after the suites: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "== peak RSS (one process per T, 3 steps, batch 500)"
+: >"$out/memory.txt"
+for T in 100 250 500 1000; do
+  "$bin/rtb_memory" "$T" 3 2 | tee -a "$out/memory.txt"
+  "$bin/peers/rtb_torch_bench" --memory "$T" 3 1 | tee -a "$out/memory.txt"
+done
+
+secs() { awk -v n="$2" '$1 == n { print $2 }' "$1"; }
+rss_mib() { awk -v i="$1" -v t="T=$2" '$2 == "impl=" i && $3 == t { split($7, a, "="); printf "%.1f", a[2] / 1024 }' "$out/memory.txt"; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+
+# The peer's best thread count, judged on its T = 100 step.
+best=1
+if awk -v a="$(secs "$out/torch.txt" BM_TorchRtbStep/500/100/2)" -v b="$(secs "$out/torch.txt" BM_TorchRtbStep/500/100/1)" \
+     'BEGIN { exit !(a < b) }'; then best=2; fi
+
+echo "== ratios, batch 500, T = 100 (peer time / rtb time; peer at its best thread count, $best)"
+for what in RtbStep Sample; do
+  peer=$(secs "$out/torch.txt" "BM_Torch$what/500/100/$best")
+  for th in 2 1; do
+    mine=$(secs "$out/rtb.txt" "BM_$what/500/100/$th")
+    echo "$what: rtb $th thread(s) ${mine}s, peer ${peer}s -> $(ratio "$peer" "$mine")x"
+  done
+done
+for T in 100 1000; do
+  echo "peak RSS T=$T: rtb $(rss_mib rtb $T) MiB, peer $(rss_mib torch $T) MiB"
+done
+echo "RSS(T=1000)/RSS(T=100): rtb $(ratio "$(rss_mib rtb 1000)" "$(rss_mib rtb 100)"), peer $(ratio "$(rss_mib torch 1000)" "$(rss_mib torch 100)")"
+echo "rtb 2 threads vs 1 (RtbStep T=100): $(ratio "$(secs "$out/rtb.txt" BM_RtbStep/500/100/1)" "$(secs "$out/rtb.txt" BM_RtbStep/500/100/2)")x"
+gemm2=$(awk '$1 == "BM_GemmPeak/500/64/64/2" { for (i = 3; i <= NF; ++i) if ($i ~ /^GFLOP\/s=/) { sub(/.*=/, "", $i); print $i } }' "$out/rtb.txt")
+step2=$(awk '$1 == "BM_RtbStep/500/100/2" { for (i = 3; i <= NF; ++i) if ($i ~ /^GFLOP\/s=/) { sub(/.*=/, "", $i); print $i } }' "$out/rtb.txt")
+echo "RtbStep/500/100/2 at ${step2} GFLOP/s = $(ratio "$step2" "$gemm2") of GemmPeak/500/64/64/2 (${gemm2} GFLOP/s)"
+
+{
+  echo "series,T,step_seconds,peak_rss_mib"
+  for T in 100 250 500 1000; do
+    echo "rtb 2 threads,$T,$(secs "$out/rtb.txt" "BM_RtbStep/500/$T/2"),$(rss_mib rtb $T)"
+    echo "libtorch $best thread$([ "$best" = 1 ] || echo s),$T,$(secs "$out/torch.txt" "BM_TorchRtbStep/500/$T/$best"),$(rss_mib torch $T)"
+  done
+} >"$out/vs_t.csv"
+"$bin/rtb_plot_vs_t" "$out/vs_t.csv" "$plot"
+echo "== wrote $out/vs_t.csv and $plot"
