@@ -3,6 +3,7 @@
 //
 //   BM_GemmPeak/M/K/N/threads      Eigen float C = A·Wᵀ (Linear's product), GFLOP/s: the ceiling
 //   BM_LogProbAccumulate/B         GaussianProcess::log_prob_step over a B×2 batch, GB/s
+//   BM_Gelu/B                      GELU and GELU' over one B×64 activation, Gelem/s
 //   BM_MlpForward/B, BM_MlpInference/B, BM_MlpBackward/B
 //                                  the 2-D PisMlp (D=2, H=64, F=64, 2 hidden layers), GFLOP/s
 //
@@ -15,6 +16,7 @@
 #include <vector>
 
 #include <benchmark/benchmark.h>
+#include <rtb/math/activations.hpp>
 #include <rtb/math/philox.hpp>
 
 #include "flops.hpp"
@@ -135,6 +137,28 @@ void BM_LogProbAccumulate(benchmark::State& state) {
 BENCHMARK(BM_LogProbAccumulate)->Arg(500)->UseRealTime()->Unit(benchmark::kNanosecond);
 // The masked-categorical process's log_prob_step belongs here, as a second accumulate benchmark
 // over the same batch, once that process exists.
+
+// GELU value and derivative (rtb::math::gelu_with_derivative, the float fast path the trunk
+// uses) over one hidden activation, B×64 elements, out of place so every iteration sees the
+// same inputs. The trunk runs it on three such activations per network call.
+void BM_Gelu(benchmark::State& state) {
+  const auto n = static_cast<std::size_t>(state.range(0) * 64);
+  std::vector<S> h(n), value(n), derivative(n);
+  fill_normal(h, 8, S(2));
+  const rtb_bench::WallTimer timer;
+  for (auto _ : state) {
+    for (std::size_t i = 0; i < n; ++i) {
+      const auto p = rtb::math::gelu_with_derivative(h[i]);
+      value[i] = p.value;
+      derivative[i] = p.derivative;
+    }
+    benchmark::DoNotOptimize(value.data());
+    benchmark::DoNotOptimize(derivative.data());
+    benchmark::ClobberMemory();
+  }
+  state.counters["Gelem/s"] = static_cast<double>(n) * static_cast<double>(state.iterations()) / timer.seconds() * 1e-9;
+}
+BENCHMARK(BM_Gelu)->Arg(500)->UseRealTime()->Unit(benchmark::kMicrosecond);
 
 /// One PisMlp and a batch for the network benchmarks.
 struct MlpBench {

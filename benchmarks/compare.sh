@@ -102,7 +102,7 @@ medians() {
     /"repetitions": 1,/ { med = 1 }
     /"real_time":/   { rt = $2; sub(/,/, "", rt) }
     /"time_unit":/   { u = $2; gsub(/[",]/, "", u) }
-    /"(GFLOP\/s|GB\/s|traj\/s|s\/step|blas_threads)":/ { k = $1; gsub(/[":]/, "", k); v = $2; sub(/,/, "", v); c = c " " k "=" v }
+    /"(GFLOP\/s|GB\/s|Gelem\/s|traj\/s|s\/step|blas_threads)":/ { k = $1; gsub(/[":]/, "", k); v = $2; sub(/,/, "", v); c = c " " k "=" v }
     /^    }/ {
       if (med) {
         s = rt * (u == "ns" ? 1e-9 : u == "us" ? 1e-6 : u == "ms" ? 1e-3 : 1)
@@ -134,17 +134,19 @@ secs() { awk -v n="$2" '$1 == n { print $2 }' "$1"; }
 rss_mib() { awk -v i="$1" -v t="T=$2" '$2 == "impl=" i && $3 == t { split($7, a, "="); printf "%.1f", a[2] / 1024 }' "$out/memory.txt"; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 
-# The peer's best thread count, judged on its T = 100 step.
-best=1
-if awk -v a="$(secs "$out/torch.txt" BM_TorchRtbStep/500/100/2)" -v b="$(secs "$out/torch.txt" BM_TorchRtbStep/500/100/1)" \
-     'BEGIN { exit !(a < b) }'; then best=2; fi
+# The peer's best thread count for a benchmark at batch 500, T = 100.
+best_threads() {
+  awk -v a="$(secs "$out/torch.txt" "BM_Torch$1/500/100/2")" -v b="$(secs "$out/torch.txt" "BM_Torch$1/500/100/1")" \
+    'BEGIN { print (a < b ? 2 : 1) }'
+}
 
-echo "== ratios, batch 500, T = 100 (peer time / rtb time; peer at its best thread count, $best)"
+echo "== ratios, batch 500, T = 100 (peer time / rtb time; the peer at its best thread count)"
 for what in RtbStep Sample; do
+  best=$(best_threads "$what")
   peer=$(secs "$out/torch.txt" "BM_Torch$what/500/100/$best")
   for th in 2 1; do
     mine=$(secs "$out/rtb.txt" "BM_$what/500/100/$th")
-    echo "$what: rtb $th thread(s) ${mine}s, peer ${peer}s -> $(ratio "$peer" "$mine")x"
+    echo "$what: rtb $th thread(s) ${mine}s, peer $best thread(s) ${peer}s -> $(ratio "$peer" "$mine")x"
   done
 done
 for T in 100 1000; do
@@ -156,6 +158,7 @@ gemm2=$(awk '$1 == "BM_GemmPeak/500/64/64/2" { for (i = 3; i <= NF; ++i) if ($i 
 step2=$(awk '$1 == "BM_RtbStep/500/100/2" { for (i = 3; i <= NF; ++i) if ($i ~ /^GFLOP\/s=/) { sub(/.*=/, "", $i); print $i } }' "$out/rtb.txt")
 echo "RtbStep/500/100/2 at ${step2} GFLOP/s = $(ratio "$step2" "$gemm2") of GemmPeak/500/64/64/2 (${gemm2} GFLOP/s)"
 
+best=$(best_threads RtbStep)
 {
   echo "series,T,step_seconds,peak_rss_mib"
   for T in 100 250 500 1000; do

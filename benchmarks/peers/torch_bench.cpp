@@ -10,9 +10,9 @@
 //   rtb_torch_bench --memory T [steps] [threads]  peak RSS of training at T (fresh process per T)
 //
 // "threads" is torch's intra-op thread count (torch::set_num_threads). OpenBLAS keeps a pool of
-// its own that torch::set_num_threads does not reach; it is held at 1 thread (override with
-// RTB_PEER_BLAS_THREADS=n) because two pools of two threads each, spinning on two cores, make
-// a step about 60× slower (docs/benchmarks.md has the measurement).
+// its own that torch::set_num_threads does not reach (it starts one thread per core); it is held
+// at 1 thread (override with RTB_PEER_BLAS_THREADS=n), the peer's fastest setting: with 2
+// OpenBLAS threads a step took 1.7× longer at 1 torch thread and 5.8× at 2 (docs/benchmarks.md).
 
 #include <dlfcn.h>
 #include <sys/resource.h>
