@@ -134,6 +134,33 @@ secs() { awk -v n="$2" '$1 == n { print $2 }' "$1"; }
 rss_mib() { awk -v i="$1" -v t="T=$2" '$2 == "impl=" i && $3 == t { split($7, a, "="); printf "%.1f", a[2] / 1024 }' "$out/memory.txt"; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 
+# Paired ratios: rtb and the peer measured back to back, PAIRS times, median of the per-pair
+# ratios. Whole runs on this VM drift by 20-40% with the host (docs/benchmarks.md), so a ratio
+# of two suites run minutes apart is less trustworthy than this.
+paired() {  # what rtb-threads peer-threads
+  local i r p
+  : >"$out/pairs_$1.txt"
+  for ((i = 1; i <= ${PAIRS:-5}; ++i)); do
+    wait_quiet >/dev/null
+    r=$("$bin/rtb_bench" --benchmark_filter="^BM_$1/500/100/$2/" --benchmark_format=json 2>/dev/null | medians /dev/stdin | awk '{ print $2 }')
+    wait_quiet >/dev/null
+    p=$("$bin/peers/rtb_torch_bench" --benchmark_filter="^BM_Torch$1/500/100/$3/" --benchmark_format=json 2>/dev/null |
+      medians /dev/stdin | awk '{ print $2 }')
+    echo "$r $p" >>"$out/pairs_$1.txt"
+  done
+  awk -v w="$1" -v a="$2" -v b="$3" '
+    { r[NR] = $1; p[NR] = $2; q[NR] = $2 / $1 }
+    END {
+      n = NR
+      for (i = 1; i <= n; ++i) s[i] = q[i]
+      for (i = 2; i <= n; ++i) for (j = i; j > 1 && s[j - 1] > s[j]; --j) { t = s[j]; s[j] = s[j - 1]; s[j - 1] = t }
+      m = (n % 2) ? s[(n + 1) / 2] : (s[n / 2] + s[n / 2 + 1]) / 2
+      printf "%s paired x%d: rtb %d thread(s) vs peer %d thread(s): peer/rtb median %.2fx (min %.2f, max %.2f); rtb", w, n, a, b, m, s[1], s[n]
+      for (i = 1; i <= n; ++i) printf " %.4g", r[i]; printf " s; peer"
+      for (i = 1; i <= n; ++i) printf " %.4g", p[i]; printf " s\n"
+    }' "$out/pairs_$1.txt"
+}
+
 # The peer's best thread count for a benchmark at batch 500, T = 100.
 best_threads() {
   awk -v a="$(secs "$out/torch.txt" "BM_Torch$1/500/100/2")" -v b="$(secs "$out/torch.txt" "BM_Torch$1/500/100/1")" \
@@ -149,6 +176,7 @@ for what in RtbStep Sample; do
     echo "$what: rtb $th thread(s) ${mine}s, peer $best thread(s) ${peer}s -> $(ratio "$peer" "$mine")x"
   done
 done
+for what in RtbStep Sample; do paired "$what" 2 "$(best_threads "$what")"; done
 for T in 100 1000; do
   echo "peak RSS T=$T: rtb $(rss_mib rtb $T) MiB, peer $(rss_mib torch $T) MiB"
 done
