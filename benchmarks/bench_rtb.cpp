@@ -1,0 +1,53 @@
+// SPDX-License-Identifier: Apache-2.0
+// Whole-trainer benchmarks on the 2-D reference problem (setup.hpp):
+//
+//   BM_Sample/B/T/threads    trainer.sample(B): B trajectories of T steps, no gradient, traj/s
+//   BM_RtbStep/B/T/threads   one RelativeTrajectoryBalance::step(), s/step and GFLOP/s
+//
+// Timings are wall-clock. The trainer is built and stepped once before timing, so the timed steps
+// are the steady state (no allocation, warm caches). The exploration schedule holds σ_expl = 0.5
+// over the first 500 iterations, which covers every timed step.
+
+#include <benchmark/benchmark.h>
+
+#include "flops.hpp"
+#include "setup.hpp"
+
+namespace {
+
+void BM_Sample(benchmark::State& state) {
+  const rtb::Index B = state.range(0), T = state.range(1), threads = state.range(2);
+  rtb_bench::Trainer trainer = rtb_bench::make_trainer(B, T, threads);
+  std::uint64_t seed = 1;
+  benchmark::DoNotOptimize(trainer.sample(B, seed++));
+  const rtb_bench::WallTimer timer;
+  for (auto _ : state) benchmark::DoNotOptimize(trainer.sample(B, seed++));
+  const double secs = timer.seconds(), n = static_cast<double>(state.iterations());
+  state.counters["traj/s"] = static_cast<double>(B) * n / secs;
+  state.counters["GFLOP/s"] = rtb_bench::sample_flops(trainer.posterior().layout(), B, T) * n / secs * 1e-9;
+}
+BENCHMARK(BM_Sample)
+    ->Args({500, 100, 1})
+    ->Args({500, 100, 2})
+    ->MinTime(1.0)
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
+
+void BM_RtbStep(benchmark::State& state) {
+  const rtb::Index B = state.range(0), T = state.range(1), threads = state.range(2);
+  rtb_bench::Trainer trainer = rtb_bench::make_trainer(B, T, threads);
+  benchmark::DoNotOptimize(trainer.step());
+  const rtb_bench::WallTimer timer;
+  for (auto _ : state) benchmark::DoNotOptimize(trainer.step());
+  const double secs = timer.seconds(), n = static_cast<double>(state.iterations());
+  state.counters["s/step"] = secs / n;
+  state.counters["GFLOP/s"] = rtb_bench::rtb_step_flops(trainer.posterior().layout(), B, T) * n / secs * 1e-9;
+}
+// T = 250 and 500 feed the step-time-against-T plot (docs/benchmarks_vs_T.png).
+BENCHMARK(BM_RtbStep)
+    ->ArgsProduct({{500}, {100, 250, 500, 1000}, {1, 2}})
+    ->MinTime(2.0)
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
+
+}  // namespace
