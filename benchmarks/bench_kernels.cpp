@@ -80,7 +80,8 @@ class SpinPair {
 // small anyway).
 void BM_GemmPeak(benchmark::State& state) {
   const Index M = state.range(0), K = state.range(1), N = state.range(2), threads = state.range(3);
-  std::vector<S> a(static_cast<std::size_t>(M * K)), w(static_cast<std::size_t>(N * K)), c(static_cast<std::size_t>(M * N));
+  std::vector<S> a(static_cast<std::size_t>(M * K)), w(static_cast<std::size_t>(N * K)),
+      c(static_cast<std::size_t>(M * N));
   fill_normal(a, 1);
   fill_normal(w, 2);
   auto rows = [&](Index r0, Index n) {
@@ -103,7 +104,8 @@ void BM_GemmPeak(benchmark::State& state) {
     benchmark::ClobberMemory();
   }
   const double secs = timer.seconds();
-  state.counters["GFLOP/s"] = 2.0 * static_cast<double>(M * K * N) * static_cast<double>(state.iterations()) / secs * 1e-9;
+  state.counters["GFLOP/s"] =
+      2.0 * static_cast<double>(M * K * N) * static_cast<double>(state.iterations()) / secs * 1e-9;
 }
 BENCHMARK(BM_GemmPeak)
     ->Args({500, 64, 64, 1})
@@ -135,8 +137,7 @@ void BM_LogProbAccumulate(benchmark::State& state) {
   state.counters["GB/s"] = 32.0 * static_cast<double>(B) * static_cast<double>(state.iterations()) / secs * 1e-9;
 }
 BENCHMARK(BM_LogProbAccumulate)->Arg(500)->UseRealTime()->Unit(benchmark::kNanosecond);
-// The masked-categorical process's log_prob_step belongs here, as a second accumulate benchmark
-// over the same batch, once that process exists.
+// The masked-categorical process's accumulation is BM_MaskedLogProbAccumulate (bench_masked.cpp).
 
 // GELU value and derivative (rtb::math::gelu_with_derivative, the float fast path the trunk
 // uses) over one hidden activation, B×64 elements, out of place so every iteration sees the
@@ -163,8 +164,12 @@ BENCHMARK(BM_Gelu)->Arg(500)->UseRealTime()->Unit(benchmark::kMicrosecond);
 /// One PisMlp and a batch for the network benchmarks.
 struct MlpBench {
   explicit MlpBench(Index B)
-      : net(rtb_bench::make_prior()), ctx(net.make_context(B)), x(static_cast<std::size_t>(B * 2)),
-        out(static_cast<std::size_t>(B * 4)), d_out(out.size()), grad(static_cast<std::size_t>(net.num_params())),
+      : net(rtb_bench::make_prior()),
+        ctx(net.make_context(B)),
+        x(static_cast<std::size_t>(B * 2)),
+        out(static_cast<std::size_t>(B * 4)),
+        d_out(out.size()),
+        grad(static_cast<std::size_t>(net.num_params())),
         rows(B) {
     fill_normal(x, 6, S(3));
     fill_normal(d_out, 7, S(0.01));

@@ -33,7 +33,7 @@ inline MlpFlops pis_mlp_flops(const rtb::ParameterLayout& layout, rtb::Index row
     const double r = name.starts_with("t_model.") ? 1.0 : static_cast<double>(rows);
     const double gemm = 2.0 * r * in * out;
     f.forward += gemm;
-    f.backward += gemm;                                   // dW
+    f.backward += gemm;                                     // dW
     if (!name.starts_with("s_model.")) f.backward += gemm;  // dx
   }
   return f;
@@ -57,6 +57,18 @@ inline double autograd_step_flops(const rtb::ParameterLayout& layout, rtb::Index
 /// FLOPs of sampling `batch` trajectories of T steps (one forward per step).
 inline double sample_flops(const rtb::ParameterLayout& layout, rtb::Index batch, rtb::Index T) {
   return static_cast<double>(T) * pis_mlp_flops(layout, batch).forward;
+}
+
+/// FLOPs of one RTB step of a TokenConv denoiser (the masked-categorical benchmarks): forward is
+/// 2·macs_per_row() per row (the time path, one row per call, not counted), backward counts dW and
+/// dx for every layer, 2 × forward; this overcounts by the input convolution's dx (the embedding
+/// has no input to propagate to), 1.5% at the infill sizes. As in `rtb_step_flops`, pass 1 runs
+/// the posterior and the prior, pass 2 the posterior again and its backward: 3 forwards + 1
+/// backward per row and step.
+template <class TokenNet>
+double token_conv_step_flops(const TokenNet& net, rtb::Index batch, rtb::Index T) {
+  const double forward = 2.0 * static_cast<double>(net.macs_per_row()) * static_cast<double>(batch);
+  return static_cast<double>(T) * (3.0 * forward + 2.0 * forward);
 }
 
 }  // namespace rtb_bench

@@ -22,7 +22,9 @@ namespace {
 using S = float;
 using Clock = std::chrono::steady_clock;
 
-double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+double seconds_since(Clock::time_point t) {
+  return std::chrono::duration<double>(Clock::now() - t).count();
+}
 
 // Defaults fit the whole demo (prior fit + fine-tuning) in about 2.5 minutes on 2 cores; see
 // docs/examples.md for how they relate to the reference's 10 000 + 5 000 iterations.
@@ -59,8 +61,9 @@ Quality quality(const rtb::Evaluation<S>& e) {
 }
 
 void print_metrics(const char* method, const Quality& q, double log_z, double secs) {
-  std::printf("metrics method=%s tv=%.4f off_mode=%.4f mean_log_r=%.4f log_z=%.4f log_z_is=%.4f ess=%.4f seconds=%.1f\n",
-              method, q.modes.tv, q.modes.off_mode, q.mean_log_r, log_z, q.log_z_is, q.ess, secs);
+  std::printf(
+      "metrics method=%s tv=%.4f off_mode=%.4f mean_log_r=%.4f log_z=%.4f log_z_is=%.4f ess=%.4f seconds=%.1f\n",
+      method, q.modes.tv, q.modes.off_mode, q.mean_log_r, log_z, q.log_z_is, q.ess, secs);
 }
 
 }  // namespace
@@ -79,6 +82,7 @@ int main(int argc, char** argv) {
   app.add_flag("--baseline", o.baseline, "also run the REINFORCE+KL baseline");
   app.add_flag("--smoke", o.smoke, "tiny configuration for tests");
   CLI11_PARSE(app, argc, argv);
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);  // progress lines appear as they happen, even in a log file
   if (o.smoke) {
     o.iterations = std::min<std::int64_t>(o.iterations, 30);
     o.prior_iterations = std::min<std::int64_t>(o.prior_iterations, 30);
@@ -132,20 +136,25 @@ int main(int argc, char** argv) {
 
     // The prior itself, scored as a posterior sampler (the starting point).
     const auto prior_eval = trainer.evaluate(o.eval_samples, o.seed + 1);
-    const auto prior_grid = rtb::mode_coverage<S>(
-        rtb::ConstMatrixView<S>(prior_eval.samples.data(), prior_eval.samples.rows(), 2), grid.means(), grid.weights(), 2.0);
+    const auto prior_grid =
+        rtb::mode_coverage<S>(rtb::ConstMatrixView<S>(prior_eval.samples.data(), prior_eval.samples.rows(), 2),
+                              grid.means(), grid.weights(), 2.0);
     std::printf("prior fitted in %.1fs: TV to the uniform 25 modes %.4f, off-mode %.4f\n", prior_secs, prior_grid.tv,
                 prior_grid.off_mode);
     print_metrics("prior", quality(prior_eval), 0.0, prior_secs);
-    examples::scatter_over_density<S>(
-        o.out + "/prior_samples.png", rtb::ConstMatrixView<S>(prior_eval.samples.data(), prior_eval.samples.rows(), 2),
-        [&](double a, double b) { const S p[2] = {S(a), S(b)}; return grid.log_density(p); });
+    examples::scatter_over_density<S>(o.out + "/prior_samples.png",
+                                      rtb::ConstMatrixView<S>(prior_eval.samples.data(), prior_eval.samples.rows(), 2),
+                                      [&](double a, double b) {
+                                        const S p[2] = {S(a), S(b)};
+                                        return grid.log_density(p);
+                                      });
 
     // 2. Fine-tune with RTB.
     const auto t_rtb = Clock::now();
     std::printf("fine-tuning with RTB: %lld iterations, batch %lld\n", static_cast<long long>(o.iterations),
                 static_cast<long long>(o.batch));
-    trainer.train(o.iterations, rtb::ProgressPrinter{.every = std::max<std::int64_t>(1, o.iterations / 10), .total = o.iterations});
+    trainer.train(o.iterations,
+                  rtb::ProgressPrinter{.every = std::max<std::int64_t>(1, o.iterations / 10), .total = o.iterations});
     const double rtb_secs = seconds_since(t_rtb);
     const auto post = trainer.evaluate(o.eval_samples, o.seed + 2);
     const Quality q = quality(post);
@@ -158,7 +167,10 @@ int main(int argc, char** argv) {
     rtb::RowMatrix<S> exact(o.eval_samples, 2);
     target.sample(rtb::MatrixView<S>(exact.data(), exact.rows(), 2), {o.seed, rtb::math::Stream::Data, 1u << 30});
     examples::scatter_over_density<S>(o.out + "/target.png", rtb::ConstMatrixView<S>(exact.data(), exact.rows(), 2),
-                                      [&](double a, double b) { const S p[2] = {S(a), S(b)}; return target.log_density(p); });
+                                      [&](double a, double b) {
+                                        const S p[2] = {S(a), S(b)};
+                                        return target.log_density(p);
+                                      });
     std::printf("mode weights (target): ");
     for (std::size_t k = 0; k < q.modes.weights.size(); ++k)
       std::printf("%.3f(%.3f) ", q.modes.weights[k], target.weights()[k]);
@@ -168,11 +180,13 @@ int main(int argc, char** argv) {
     // 3. Optionally the REINFORCE+KL baseline from the same prior.
     if (o.baseline) {
       const auto t_rl = Clock::now();
-      rtb::RelativeTrajectoryBalance<rtb::GaussianProcess<S>, rtb::PisMlp<S>, rtb::MixtureRatioReward<S>, rtb::ReinforceKL>
+      rtb::RelativeTrajectoryBalance<rtb::GaussianProcess<S>, rtb::PisMlp<S>, rtb::MixtureRatioReward<S>,
+                                     rtb::ReinforceKL>
           rl(process, prior, reward, cfg);
       std::printf("REINFORCE+KL baseline: %lld iterations\n", static_cast<long long>(o.iterations));
       rl.train(o.iterations, rtb::ProgressPrinter{.every = std::max<std::int64_t>(1, o.iterations / 10),
-                                                  .total = o.iterations, .label = "reinforce_kl"});
+                                                  .total = o.iterations,
+                                                  .label = "reinforce_kl"});
       const auto e = rl.evaluate(o.eval_samples, o.seed + 3);
       examples::scatter_over_density<S>(o.out + "/reinforce_kl_samples.png",
                                         rtb::ConstMatrixView<S>(e.samples.data(), e.samples.rows(), 2), log_r_fn);

@@ -42,7 +42,9 @@ using Tok = std::int32_t;
 using Clock = std::chrono::steady_clock;
 using Process = rtb::MaskedCategoricalProcess<S>;
 
-double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+double seconds_since(Clock::time_point t) {
+  return std::chrono::duration<double>(Clock::now() - t).count();
+}
 
 struct Options {
   std::uint64_t seed = 7;
@@ -99,7 +101,7 @@ void evaluate(const Net& net, const Process& process, const HeldOut& h, Result& 
   rtb::RowMatrix<S> out(block, L * V);
   std::vector<S> acc(static_cast<std::size_t>(block));
   double nll = 0, middle = 0;
-  const auto mid_end = static_cast<rtb::Index>(infill::Layout{}.ending_begin());
+  const auto mid_end = static_cast<rtb::Index>(infill::Layout{}.lookahead_begin());
   res.per_window.assign(static_cast<std::size_t>(n), 0.0);
   for (rtb::Index t = 0; t < T; ++t) {
     const S rho = static_cast<S>(process.schedule().reveal(t));
@@ -116,7 +118,8 @@ void evaluate(const Net& net, const Process& process, const HeldOut& h, Result& 
         double ce = 0;
         for (rtb::Index j : process.generated_columns())
           if (x(r, j) == process.mask_token()) {
-            const double c = rho * rtb::math::log_softmax_at(rtb::row_ptr(o, r) + j * V, V, static_cast<rtb::Index>(x_end(r, j)));
+            const double c =
+                rho * rtb::math::log_softmax_at(rtb::row_ptr(o, r) + j * V, V, static_cast<rtb::Index>(x_end(r, j)));
             ce -= c;
             if (j < mid_end) middle -= c;
           }
@@ -177,9 +180,10 @@ int main(int argc, char** argv) {
     std::vector<rtb::Index> condition;
     for (int j = lay.condition_begin(); j < lay.length(); ++j) condition.push_back(j);
     const HeldOut held = make_held_out(corpus, lay, process, o.eval_windows, o.seed);
-    std::printf("corpus: %zu training, %zu held-out sentences; %lld held-out windows; budget %.0fs per net, %lld thread(s)\n",
-                corpus.train.size(), corpus.held_out.size(), static_cast<long long>(o.eval_windows), o.seconds,
-                static_cast<long long>(o.threads));
+    std::printf(
+        "corpus: %zu training, %zu held-out sentences; %lld held-out windows; budget %.0fs per net, %lld thread(s)\n",
+        corpus.train.size(), corpus.held_out.size(), static_cast<long long>(o.eval_windows), o.seconds,
+        static_cast<long long>(o.threads));
 
     auto data = [&](rtb::MatrixView<Tok> x, std::int64_t it) {  // main.cpp step 1's sampler
       const rtb::math::NoiseKey key{o.seed, rtb::math::Stream::Data, static_cast<std::uint64_t>(it)};
@@ -191,14 +195,15 @@ int main(int argc, char** argv) {
       }
     };
     auto config = [&](double lr, std::int64_t iterations) {  // main.cpp step 1's configuration
-      return rtb::PriorFitConfig{.batch_size = 256,
-                                 .iterations = iterations,
-                                 .learning_rate = lr,
-                                 .final_learning_rate = 1e-4,
-                                 .step_fraction = 2.0 / static_cast<double>(T),
-                                 .frozen = o.condition ? std::vector<std::string>{} : std::vector<std::string>{"condition."},
-                                 .threads = o.threads,
-                                 .seed = o.seed};
+      return rtb::PriorFitConfig{
+          .batch_size = 256,
+          .iterations = iterations,
+          .learning_rate = lr,
+          .final_learning_rate = 1e-4,
+          .step_fraction = 2.0 / static_cast<double>(T),
+          .frozen = o.condition ? std::vector<std::string>{} : std::vector<std::string>{"condition."},
+          .threads = o.threads,
+          .seed = o.seed};
     };
     // Calibrate seconds per iteration on a copy, size the cosine schedule to the budget, then fit
     // (stopping anyway at 1.1× the budget if the machine slows down).
@@ -237,8 +242,14 @@ int main(int argc, char** argv) {
       Result res;
       res.name = name;
       if (name == "mlp") {
-        const rtb::TokenMlp<S> net({.length = lay.length(), .vocab = infill::kVocab, .embed = 16, .hidden = 256,
-                                    .num_layers = 1, .harmonics = 16, .condition = condition, .seed = o.seed});
+        const rtb::TokenMlp<S> net({.length = lay.length(),
+                                    .vocab = infill::kVocab,
+                                    .embed = 16,
+                                    .hidden = 256,
+                                    .num_layers = 1,
+                                    .harmonics = 16,
+                                    .condition = condition,
+                                    .seed = o.seed});
         const auto& op = net.options();
         const rtb::Index Lc = static_cast<rtb::Index>(condition.size()), Lm = lay.length() - Lc;
         res.macs = (Lm + Lc) * op.embed * op.hidden + op.num_layers * op.hidden * op.hidden +
@@ -246,9 +257,15 @@ int main(int argc, char** argv) {
         res.gelus = op.hidden * (op.num_layers + 1);
         fit(net, o.mlp_lr, res);
       } else if (name == "conv") {
-        const rtb::TokenConv<S> net({.length = lay.length(), .vocab = infill::kVocab, .embed = 16,
-                                     .channels = o.channels, .kernel = o.kernel, .num_blocks = o.blocks,
-                                     .harmonics = 16, .condition = condition, .seed = o.seed});
+        const rtb::TokenConv<S> net({.length = lay.length(),
+                                     .vocab = infill::kVocab,
+                                     .embed = 16,
+                                     .channels = o.channels,
+                                     .kernel = o.kernel,
+                                     .num_blocks = o.blocks,
+                                     .harmonics = 16,
+                                     .condition = condition,
+                                     .seed = o.seed});
         res.name = "conv(C=" + std::to_string(o.channels) + ",N=" + std::to_string(net.options().num_blocks) +
                    ",k=" + std::to_string(o.kernel) + ")";
         res.macs = net.macs_per_row();
@@ -262,13 +279,15 @@ int main(int argc, char** argv) {
       results.push_back(std::move(res));
     }
 
-    std::printf("\n| net | params | GEMM FLOPs/row | GELUs/row | iterations (s) | last batch loss | held-out nll/char | "
-                "held-out elbo nats/char (bits) | elbo middle | inference 128 rows |\n|---|---|---|---|---|---|---|---|---|---|\n");
+    std::printf(
+        "\n| net | params | GEMM FLOPs/row | GELUs/row | iterations (s) | last batch loss | held-out nll/char | "
+        "held-out elbo nats/char (bits) | elbo middle | inference 128 rows "
+        "|\n|---|---|---|---|---|---|---|---|---|---|\n");
     for (const Result& r : results)
-      std::printf("| %s | %lld | %.2fM | %lld | %lld (%.0fs) | %.3f | %.4f | %.4f (%.3f) | %.4f | %.2f ms |\n", r.name.c_str(),
-                  static_cast<long long>(r.params), 2e-6 * static_cast<double>(r.macs), static_cast<long long>(r.gelus),
-                  static_cast<long long>(r.iterations), r.fit_seconds, r.last_loss, r.nll, r.elbo,
-                  r.elbo / std::log(2.0), r.elbo_middle, r.inference_ms);
+      std::printf("| %s | %lld | %.2fM | %lld | %lld (%.0fs) | %.3f | %.4f | %.4f (%.3f) | %.4f | %.2f ms |\n",
+                  r.name.c_str(), static_cast<long long>(r.params), 2e-6 * static_cast<double>(r.macs),
+                  static_cast<long long>(r.gelus), static_cast<long long>(r.iterations), r.fit_seconds, r.last_loss,
+                  r.nll, r.elbo, r.elbo / std::log(2.0), r.elbo_middle, r.inference_ms);
     for (std::size_t i = 1; i < results.size(); ++i) {  // paired difference over the same windows and noise
       const auto& a = results[0].per_window;
       const auto& b = results[i].per_window;

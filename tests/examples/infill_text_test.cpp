@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "../../examples/infill/infill_net.hpp"
 #include "../../examples/infill/text.hpp"
 
 namespace fs = std::filesystem;
@@ -32,7 +33,8 @@ TEST_CASE("infill corpus: an empty or unusable corpus file is a typed error") {
   CHECK_THROWS_AS(infill::load_corpus("", path.string(), 0.1, 1), rtb::InvalidArgumentError);
   {
     std::ofstream f(path);
-    for (int i = 0; i < 40; ++i) f << "a sentence of words " << std::string(static_cast<std::size_t>(i % 5 + 1), 'x') << i % 7 << "\n";
+    for (int i = 0; i < 40; ++i)
+      f << "a sentence of words " << std::string(static_cast<std::size_t>(i % 5 + 1), 'x') << i % 7 << "\n";
     for (int i = 0; i < 40; ++i) f << "plain words here " << std::string(static_cast<std::size_t>(i + 1), 'y') << "\n";
   }
   const auto c = infill::load_corpus("", path.string(), 0.25, 1);
@@ -40,21 +42,62 @@ TEST_CASE("infill corpus: an empty or unusable corpus file is a typed error") {
   CHECK(c.held_out.size() == 10);
   CHECK(c.skipped == 35);  // the distinct lines with digits
   fs::remove(path);
-  CHECK_THROWS_WITH_AS(infill::load_corpus("/nonexistent", "", 0.1, 1), doctest::Contains("apt-get install wordnet-base"),
-                       rtb::IoError);
+  CHECK_THROWS_WITH_AS(infill::load_corpus("/nonexistent", "", 0.1, 1),
+                       doctest::Contains("apt-get install wordnet-base"), rtb::IoError);
 }
 
-TEST_CASE("infill rows: prefix window, middle, ending and condition copy") {
+TEST_CASE("infill rows: prefix window, middle, lookahead and condition") {
   const infill::Layout lay;
   const auto s = infill::encode_sentence("rise to a challenge");  // 19 characters
   std::vector<std::int32_t> row(static_cast<std::size_t>(lay.length()));
   infill::fill_row(lay, s, 8, row.data());  // middle "a challe", ending "nge"
   CHECK(infill::render(row.data(), lay.prefix) == "^^^^rise to ");
   CHECK(infill::render(row.data() + lay.middle_begin(), lay.middle) == "a challe");
-  CHECK(infill::render(row.data() + lay.ending_begin(), lay.ending) == "nge$$$$$$$$$");
+  CHECK(infill::render(row.data() + lay.lookahead_begin(), lay.lookahead) == "nge$");
   CHECK(infill::render(row.data() + lay.condition_begin(), lay.ending) == "nge$$$$$$$$$");
   const auto splits = infill::task_splits(lay, s.size());
-  CHECK(splits.front() == 4);   // at least 4 characters of beginning
-  CHECK(splits.back() == 8);    // at least 3 characters of ending
+  CHECK(splits.front() == 4);  // at least 4 characters of beginning
+  CHECK(splits.back() == 8);   // at least 3 characters of ending
   CHECK_THROWS_AS(infill::fill_row(lay, {}, 0, row.data()), rtb::InvalidArgumentError);
+}
+
+TEST_CASE("InfillNet: off it is the TokenConv; on it is the TokenConv reading the ending as revealed lookahead") {
+  const infill::Layout lay;
+  const rtb::Index L = lay.length(), V = infill::kVocab, rows = 3;
+  std::vector<rtb::Index> condition;
+  for (int j = lay.condition_begin(); j < L; ++j) condition.push_back(j);
+  const rtb::TokenConv<double> conv({.length = L,
+                                     .vocab = V,
+                                     .embed = 4,
+                                     .channels = 6,
+                                     .kernel = 3,
+                                     .harmonics = 4,
+                                     .condition = condition,
+                                     .condition_shift = lay.lookahead,
+                                     .seed = 3,
+                                     .zero_init_last = false});
+  infill::InfillNet<double> net(conv, lay);
+  std::vector<std::int32_t> x(static_cast<std::size_t>(rows * L));
+  for (std::size_t i = 0; i < x.size(); ++i) x[i] = static_cast<std::int32_t>((i * 7) % static_cast<std::size_t>(V));
+  for (rtb::Index r = 0; r < rows; ++r)
+    for (int j = 0; j < lay.lookahead; ++j) x[static_cast<std::size_t>(r * L + lay.lookahead_begin() + j)] = V;  // MASK
+  std::vector<std::int32_t> revealed = x;  // the same rows with the lookahead holding the ending's first characters
+  for (rtb::Index r = 0; r < rows; ++r)
+    for (int j = 0; j < lay.lookahead; ++j)
+      revealed[static_cast<std::size_t>(r * L + lay.lookahead_begin() + j)] =
+          x[static_cast<std::size_t>(r * L + lay.condition_begin() + j)];
+
+  auto run = [&](const auto& n, const std::vector<std::int32_t>& in) {
+    auto ctx = n.make_context(rows);
+    std::vector<double> out(static_cast<std::size_t>(rows * L * V));
+    n.forward(rtb::ConstMatrixView<std::int32_t>(in.data(), rows, L), 0.4,
+              rtb::MatrixView<double>(out.data(), rows, L * V), ctx);
+    return out;
+  };
+  CHECK(run(net, x) == run(conv, x));
+  net.reads_ending = true;
+  const auto on = run(net, x);
+  CHECK(on == run(conv, revealed));
+  CHECK(on != run(conv, x));
+  CHECK(x[static_cast<std::size_t>(lay.lookahead_begin())] == V);  // the caller's rows are not modified
 }

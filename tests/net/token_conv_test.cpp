@@ -32,12 +32,13 @@ void check_gradient(rtb::TokenConv<double> net, const Tok& x, double t, std::uin
                rtb::GradientMode::Overwrite);
   const std::vector<double> numeric = rtb_test::numeric_gradient(net.params(), loss);
   CHECK(rtb_test::relative_error(analytic, numeric) < rtb_test::Tolerances<double>::gradient);
-  loss();  // the last difference left `out` at a perturbed parameter
+  loss();                                             // the last difference left `out` at a perturbed parameter
   CHECK((out - kept).cwiseAbs().maxCoeff() < 1e-12);  // inference and forward agree
   // every tensor receives gradient (none is silently cut off)
   for (const rtb::ParameterTensor& tensor : net.layout().tensors()) {
     double norm = 0;
-    for (rtb::Index i = 0; i < tensor.size; ++i) norm += std::fabs(analytic[static_cast<std::size_t>(tensor.offset + i)]);
+    for (rtb::Index i = 0; i < tensor.size; ++i)
+      norm += std::fabs(analytic[static_cast<std::size_t>(tensor.offset + i)]);
     CAPTURE(tensor.name);
     CHECK(norm > 0);
   }
@@ -58,8 +59,15 @@ void give_condition_values(rtb::TokenConv<double>& net) {
 }  // namespace
 
 TEST_CASE("TokenConv backward matches finite differences: embedding, condition path, time, blocks, head") {
-  rtb::TokenConv<double> net({.length = 6, .vocab = 3, .embed = 3, .channels = 4, .harmonics = 2, .time_hidden = 5,
-                              .condition = {4, 5}, .seed = 2, .zero_init_last = false});
+  rtb::TokenConv<double> net({.length = 6,
+                              .vocab = 3,
+                              .embed = 3,
+                              .channels = 4,
+                              .harmonics = 2,
+                              .time_hidden = 5,
+                              .condition = {4, 5},
+                              .seed = 2,
+                              .zero_init_last = false});
   CHECK(net.options().num_blocks == 3);  // reach 1 + 1 + 2 + 4 ≥ 5
   give_condition_values(net);
   Tok x(4, 6);
@@ -67,16 +75,47 @@ TEST_CASE("TokenConv backward matches finite differences: embedding, condition p
   check_gradient(net, x, 0.4, 5);
 
   SUBCASE("kernel 5, condition columns in the middle, explicit block count") {
-    rtb::TokenConv<double> k5({.length = 7, .vocab = 2, .embed = 2, .channels = 3, .kernel = 5, .num_blocks = 2,
-                               .harmonics = 1, .time_hidden = 3, .condition = {0, 3}, .seed = 7, .zero_init_last = false});
+    rtb::TokenConv<double> k5({.length = 7,
+                               .vocab = 2,
+                               .embed = 2,
+                               .channels = 3,
+                               .kernel = 5,
+                               .num_blocks = 2,
+                               .harmonics = 1,
+                               .time_hidden = 3,
+                               .condition = {0, 3},
+                               .seed = 7,
+                               .zero_init_last = false});
     give_condition_values(k5);
     Tok y(3, 7);
     y << 0, 1, 2, 2, 0, 1, 1, 2, 2, 2, 0, 1, 0, 0, 1, 0, 2, 1, 2, 2, 0;
     check_gradient(k5, y, 0.8, 6);
   }
+  SUBCASE("condition injected at shifted positions") {
+    rtb::TokenConv<double> shifted({.length = 6,
+                                    .vocab = 3,
+                                    .embed = 2,
+                                    .channels = 3,
+                                    .harmonics = 1,
+                                    .time_hidden = 2,
+                                    .condition = {4, 5},
+                                    .condition_shift = 2,
+                                    .seed = 4,
+                                    .zero_init_last = false});
+    give_condition_values(shifted);
+    check_gradient(shifted, x, 0.3, 8);
+    CHECK_THROWS_AS(rtb::TokenConv<double>({.length = 6, .vocab = 3, .condition = {1}, .condition_shift = 2}),
+                    rtb::InvalidArgumentError);
+  }
   SUBCASE("no condition columns") {
-    rtb::TokenConv<double> plain({.length = 4, .vocab = 2, .embed = 2, .channels = 3, .harmonics = 1, .time_hidden = 2,
-                                  .seed = 1, .zero_init_last = false});
+    rtb::TokenConv<double> plain({.length = 4,
+                                  .vocab = 2,
+                                  .embed = 2,
+                                  .channels = 3,
+                                  .harmonics = 1,
+                                  .time_hidden = 2,
+                                  .seed = 1,
+                                  .zero_init_last = false});
     Tok y(2, 4);
     y << 0, 1, 2, 2, 2, 0, 1, 1;
     check_gradient(plain, y, 0.9, 6);
@@ -85,8 +124,8 @@ TEST_CASE("TokenConv backward matches finite differences: embedding, condition p
 
 TEST_CASE("a fresh TokenConv ignores condition columns exactly; its receptive field covers the row") {
   const rtb::Index L = 11;
-  rtb::TokenConv<float> net({.length = L, .vocab = 3, .channels = 8, .condition = {9, 10}, .seed = 3,
-                             .zero_init_last = false});
+  rtb::TokenConv<float> net(
+      {.length = L, .vocab = 3, .channels = 8, .condition = {9, 10}, .seed = 3, .zero_init_last = false});
   CHECK(net.receptive_reach() >= L - 1);
   Tok a(1, L), b(1, L), c(1, L);
   a << 0, 1, 3, 2, 3, 3, 1, 0, 2, 2, 1;
@@ -119,7 +158,8 @@ TEST_CASE("a fresh TokenConv ignores condition columns exactly; its receptive fi
   auto c1 = fresh.make_context(1);
   Tok x(1, 4);
   x << 0, 1, 2, 3;
-  fresh.inference(rtb::ConstMatrixView<std::int32_t>(x.data(), 1, 4), 0.2f, rtb::MatrixView<float>(o.data(), 1, 12), c1);
+  fresh.inference(rtb::ConstMatrixView<std::int32_t>(x.data(), 1, 4), 0.2f, rtb::MatrixView<float>(o.data(), 1, 12),
+                  c1);
   CHECK(o.cwiseAbs().maxCoeff() == 0.0f);
 
   CHECK_THROWS_AS(rtb::TokenConv<float>({.length = 3, .vocab = 2, .condition = {5}}), rtb::InvalidArgumentError);

@@ -18,8 +18,12 @@ static_assert(rtb::ReversibleNoiseProcess<Process>);
 static_assert(rtb::has_bridge<Process>);
 
 namespace {
-ConstMatrixView<std::int32_t> cv(const Tok& t) { return ConstMatrixView<std::int32_t>(t.data(), t.rows(), t.cols()); }
-ConstMatrixView<double> cv(const M& m) { return ConstMatrixView<double>(m.data(), m.rows(), m.cols()); }
+ConstMatrixView<std::int32_t> cv(const Tok& t) {
+  return ConstMatrixView<std::int32_t>(t.data(), t.rows(), t.cols());
+}
+ConstMatrixView<double> cv(const M& m) {
+  return ConstMatrixView<double>(m.data(), m.rows(), m.cols());
+}
 double lse(const double* v, int n) {
   double s = 0;
   for (int i = 0; i < n; ++i) s += std::exp(v[i]);
@@ -70,7 +74,8 @@ TEST_CASE("d log p / d logits matches central differences; log-softmax gradient 
   CHECK(rtb_test::relative_error(std::vector<double>(g, g + 5), rtb_test::numeric_gradient(lflat, ce)) < 1e-8);
 }
 
-TEST_CASE("forward sampling reveals at rate rho, draws tokens from the softmax, never touches fixed or revealed columns") {
+TEST_CASE(
+    "forward sampling reveals at rate rho, draws tokens from the softmax, never touches fixed or revealed columns") {
   const Process p({.length = 3, .vocab = 3, .num_steps = 4, .generated = {1, 1, 0}});
   const int n = 30000;
   Tok ctx(n, 3), x(n, 3), xn(n, 3);
@@ -86,7 +91,8 @@ TEST_CASE("forward sampling reveals at rate rho, draws tokens from the softmax, 
   M out(n, 9);
   for (int r = 0; r < n; ++r)
     for (int j = 0; j < 9; ++j) out(r, j) = j % 3 == 0 ? 1.0 : 0.0;  // softmax: e/(e+2), 1/(e+2), 1/(e+2)
-  pc.sample_step(cv(x), cv(out), 1, 0.0, {5, rtb::math::Stream::Rollout, 0}, 0, MatrixView<std::int32_t>(xn.data(), n, 3));
+  pc.sample_step(cv(x), cv(out), 1, 0.0, {5, rtb::math::Stream::Rollout, 0}, 0,
+                 MatrixView<std::int32_t>(xn.data(), n, 3));
   const double rho = 1.0 / 3, p0 = std::exp(1.0) / (std::exp(1.0) + 2);
   int revealed = 0, zeros = 0;
   for (int r = 0; r < n; ++r) {
@@ -108,7 +114,8 @@ TEST_CASE("a full rollout ends with no MASK; the backward kernel re-masks at the
   M out = M::Zero(n, 30);
   p.initial_state(MatrixView<std::int32_t>(x.data(), n, 6), 0);
   for (int t = 0; t < 7; ++t) {
-    p.sample_step(cv(x), cv(out), t, 0.0, {1, rtb::math::Stream::Rollout, 0}, 0, MatrixView<std::int32_t>(xn.data(), n, 6));
+    p.sample_step(cv(x), cv(out), t, 0.0, {1, rtb::math::Stream::Rollout, 0}, 0,
+                  MatrixView<std::int32_t>(xn.data(), n, 6));
     std::swap(x, xn);
   }
   CHECK((x.array() == 5).count() == 0);
@@ -171,7 +178,35 @@ TEST_CASE("expected masked log-likelihood equals the Monte Carlo mean and its gr
     p.expected_log_prob_step(cv(x), cv(end), cv(o), 2, &acc);
     return acc;
   };
-  CHECK(rtb_test::relative_error(std::vector<double>(d.data(), d.data() + 12), rtb_test::numeric_gradient(flat, f)) < 1e-8);
+  CHECK(rtb_test::relative_error(std::vector<double>(d.data(), d.data() + 12), rtb_test::numeric_gradient(flat, f)) <
+        1e-8);
+}
+
+TEST_CASE("always-masked columns stay MASK through rollouts and contribute nothing") {
+  const Process p({.length = 4, .vocab = 3, .num_steps = 3, .generated = {1, 1, 0, 0}, .masked = {3}});
+  CHECK(p.masked_columns() == std::vector<rtb::Index>{3});
+  CHECK(p.fixed_columns() == std::vector<rtb::Index>{2});
+  auto pc = p;
+  Tok ctx(2, 4);
+  ctx << 9, 9, 1, 7, 9, 9, 2, 8;  // generated and always-masked columns of the context are ignored
+  pc.set_context(cv(ctx));
+  Tok x(2, 4), xn(2, 4);
+  pc.initial_state(MatrixView<std::int32_t>(x.data(), 2, 4), 0);
+  M out = M::Zero(2, 12);
+  for (int t = 0; t < 3; ++t) {
+    pc.sample_step(cv(x), cv(out), t, 0.0, {1, rtb::math::Stream::Rollout, 0}, 0,
+                   MatrixView<std::int32_t>(xn.data(), 2, 4));
+    std::swap(x, xn);
+  }
+  for (int r = 0; r < 2; ++r) {
+    CHECK(x(r, 3) == 3);
+    CHECK(x(r, 2) == r + 1);
+    CHECK(x(r, 0) != 3);
+  }
+  pc.check_end_states(cv(x), "test");
+  x(0, 3) = 1;
+  CHECK_THROWS_WITH_AS(pc.check_end_states(cv(x), "test"), doctest::Contains("keeps MASK"), rtb::InvalidArgumentError);
+  CHECK_THROWS_AS(Process({.length = 3, .vocab = 3, .generated = {1, 1, 0}, .masked = {1}}), rtb::InvalidArgumentError);
 }
 
 TEST_CASE("bad masked input: out-of-range tokens and MASK in a fixed column are typed errors") {
@@ -184,8 +219,8 @@ TEST_CASE("bad masked input: out-of-range tokens and MASK in a fixed column are 
   Tok wide(1, 5);
   CHECK_THROWS_AS(p.set_context(ConstMatrixView<std::int32_t>(wide.data(), 1, 5)), rtb::ShapeError);
   Tok x(1, 3);
-  CHECK_THROWS_WITH_AS(p.initial_state(MatrixView<std::int32_t>(x.data(), 1, 3), 0), doctest::Contains("need a context"),
-                       rtb::ShapeError);
+  CHECK_THROWS_WITH_AS(p.initial_state(MatrixView<std::int32_t>(x.data(), 1, 3), 0),
+                       doctest::Contains("need a context"), rtb::ShapeError);
   Tok end(1, 3);
   end << 0, 3, 1;
   CHECK_THROWS_WITH_AS(p.check_end_states(cv(end), "data"), doctest::Contains("(MASK)"), rtb::InvalidArgumentError);

@@ -4,7 +4,7 @@
 /// A convolutional denoiser for token sequences: logits [L, V] per row from tokens [L] (MASK
 /// included) and a noise level t. With u_j = emb(x_j) for j ∉ C and 0 for j ∈ C (E channels),
 ///
-///     h₀      = Conv1d_k(E → Ch)(u) + [j ∈ C]·W_cond·emb(x_j)               (Ch channels)
+///     h₀      = Conv1d_k(E → Ch)(u) + [j + s ∈ C]·W_cond·emb(x_{j+s})       (Ch channels, s = shift)
 ///     h_{b+1} = h_b + Conv1d_{k, dilation 2ᵇ}(Ch → Ch)(GELU(h_b)) + e_b(t),   b = 0 … N−1
 ///     out_j   = W_out·GELU(h_N)_j + b_out                                      (V logits per position)
 ///
@@ -13,7 +13,9 @@
 /// either side; `num_blocks = 0` picks the smallest N that covers the whole row.
 ///
 /// C is an optional set of *condition* columns read only through `condition.weight` [Ch, E], a
-/// pointwise projection that starts at zero: a fresh or prior-fitted net (fit it with
+/// pointwise projection that starts at zero, added at position j − `condition_shift` (0: at the
+/// column itself; a shift can align a condition with the columns it is about, e.g. the true ending
+/// with the generated ending, right next to the span being infilled): a fresh or prior-fitted net (fit it with
 /// `PriorFitConfig::frozen = {"condition."}`) ignores them exactly, while a copy can learn to use
 /// them. Parameter names: `embedding.weight` [V+1, E], `input.*`, `condition.weight`, `time.*`,
 /// `blocks.<b>.*` (Conv1d, PyTorch layout), `output.*` [V, Ch] (zero when `zero_init_last`).
@@ -25,12 +27,12 @@
 #include <vector>
 
 #include "rtb/config.hpp"
-#include "rtb/net/gemm.hpp"
 #include "rtb/error.hpp"
 #include "rtb/net/context.hpp"
 #include "rtb/net/conv1d.hpp"
 #include "rtb/net/embedding.hpp"
 #include "rtb/net/gelu.hpp"
+#include "rtb/net/gemm.hpp"
 #include "rtb/net/linear.hpp"
 #include "rtb/net/time_embedding.hpp"
 
@@ -53,6 +55,7 @@ class TokenConv {
     Index harmonics = 16;               ///< time features
     Index time_hidden = 64;             ///< hidden width of the time embedding
     std::vector<Index> condition = {};  ///< condition columns C (read through the zero-initialised path)
+    Index condition_shift = 0;          ///< condition column j is injected at position j − shift
     std::uint64_t seed = 0;
     bool zero_init_last = true;
   };
@@ -62,20 +65,26 @@ class TokenConv {
         o_.num_blocks < 0 || o_.harmonics <= 0 || o_.time_hidden <= 0)
       throw InvalidArgumentError(detail::message(
           "TokenConv: length, vocab, embed, channels, harmonics and time_hidden must be positive, kernel odd and "
-          "num_blocks >= 0 (got length=", o_.length, " vocab=", o_.vocab, " embed=", o_.embed, " channels=", o_.channels,
-          " kernel=", o_.kernel, " num_blocks=", o_.num_blocks, ")"));
+          "num_blocks >= 0 (got length=",
+          o_.length, " vocab=", o_.vocab, " embed=", o_.embed, " channels=", o_.channels, " kernel=", o_.kernel,
+          " num_blocks=", o_.num_blocks, ")"));
     std::vector<char> is_cond(static_cast<std::size_t>(o_.length), 0);
     for (Index j : o_.condition) {
       if (j < 0 || j >= o_.length || is_cond[static_cast<std::size_t>(j)])
         throw InvalidArgumentError(detail::message("TokenConv: condition column ", j, " is out of range or repeated"));
       is_cond[static_cast<std::size_t>(j)] = 1;
       cond_cols_.push_back(j);
+      if (j - o_.condition_shift < 0 || j - o_.condition_shift >= o_.length)
+        throw InvalidArgumentError(detail::message("TokenConv: condition column ", j, " shifted by ",
+                                                   o_.condition_shift, " falls outside the row"));
+      cond_target_.push_back(j - o_.condition_shift);
     }
     for (Index j = 0; j < o_.length; ++j) all_cols_.push_back(j);
     const Index half = (o_.kernel - 1) / 2;
     if (o_.num_blocks == 0 && half == 0 && o_.length > 1)
-      throw InvalidArgumentError("TokenConv: kernel 1 never widens the receptive field, so num_blocks = 0 (cover the "
-                                 "row) has no answer; use kernel >= 3 or give num_blocks");
+      throw InvalidArgumentError(
+          "TokenConv: kernel 1 never widens the receptive field, so num_blocks = 0 (cover the "
+          "row) has no answer; use kernel >= 3 or give num_blocks");
     if (o_.num_blocks == 0)  // smallest N with half·2^N ≥ L − 1 (input conv + blocks)
       while (half * (Index{1} << o_.num_blocks) < o_.length - 1) ++o_.num_blocks;
     const Index E = o_.embed, C = o_.channels, N = o_.num_blocks;
@@ -91,7 +100,8 @@ class TokenConv {
     emb_.init(p, o_.seed, 0);
     in_.init_default(p, o_.seed, 1);
     time_.init(p, o_.seed, 10);
-    for (Index b = 0; b < N; ++b) blocks_[static_cast<std::size_t>(b)].init_default(p, o_.seed, 20 + static_cast<std::uint32_t>(b));
+    for (Index b = 0; b < N; ++b)
+      blocks_[static_cast<std::size_t>(b)].init_default(p, o_.seed, 20 + static_cast<std::uint32_t>(b));
     if (o_.zero_init_last)
       out_.init_constant(p, S(0));
     else
@@ -152,8 +162,8 @@ class TokenConv {
     for (Index b = N - 1; b >= 0; --b) {
       Linear::add_column_sums(const_view(d_h), B.d_e + b * C);
       std::fill_n(B.d_tmp, n * C, S(0));
-      blocks_[static_cast<std::size_t>(b)].backward(p, ConstMatrixView<S>(B.act(b), n, C), o_.length, const_view(d_h), g,
-                                                    B.d_tmp, B.conv);
+      blocks_[static_cast<std::size_t>(b)].backward(p, ConstMatrixView<S>(B.act(b), n, C), o_.length, const_view(d_h),
+                                                    g, B.d_tmp, B.conv);
       const S* __restrict gb = B.deriv(b);
       for (Index i = 0; i < n * C; ++i) d_h.data()[i] += B.d_tmp[i] * gb[i];
     }
@@ -166,7 +176,8 @@ class TokenConv {
       MatrixView<S> dyc(B.conv, ctx.rows * Lc, C);  // ∂/∂h₀ at the condition positions
       for (Index r = 0; r < ctx.rows; ++r)
         for (Index i = 0; i < Lc; ++i)
-          std::copy_n(d_h.data() + (r * o_.length + cond_cols_[static_cast<std::size_t>(i)]) * C, C, row_ptr(dyc, r * Lc + i));
+          std::copy_n(d_h.data() + (r * o_.length + cond_target_[static_cast<std::size_t>(i)]) * C, C,
+                      row_ptr(dyc, r * Lc + i));
       const ConstMatrixView<S> cvec(B.c, ctx.rows * Lc, E);
       detail::gemm(MatrixView<S>(g + cond_, C, E), dyc.transpose(), cvec, true);
       MatrixView<S> d_c(B.d_c, ctx.rows * Lc, E);
@@ -232,7 +243,7 @@ class TokenConv {
       detail::gemm(yc, ConstMatrixView<S>(B.c, rows * Lc, E), ConstMatrixView<S>(p + cond_, C, E).transpose(), false);
       for (Index r = 0; r < rows; ++r)
         for (Index i = 0; i < Lc; ++i) {
-          S* __restrict hr = B.h + (r * o_.length + cond_cols_[static_cast<std::size_t>(i)]) * C;
+          S* __restrict hr = B.h + (r * o_.length + cond_target_[static_cast<std::size_t>(i)]) * C;
           const S* __restrict yr = row_ptr(yc, r * Lc + i);
           for (Index ch = 0; ch < C; ++ch) hr[ch] += yr[ch];
         }
@@ -252,7 +263,7 @@ class TokenConv {
   Options o_;
   ParameterLayout layout_;
   std::vector<S> params_;
-  std::vector<Index> all_cols_, cond_cols_;
+  std::vector<Index> all_cols_, cond_cols_, cond_target_;
   Embedding emb_;
   Conv1d in_;
   Index cond_ = 0;

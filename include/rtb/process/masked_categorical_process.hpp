@@ -4,11 +4,12 @@
 /// Absorbing-state (masked) discrete diffusion over sequences of L tokens from a vocabulary of V
 /// real tokens plus MASK (id V).
 ///
-/// Columns are either *generated* (masked at x_0) or *fixed* (copied from a per-row context, the
-/// text to infill around, and never masked). The denoiser outputs logits [L, V] per row (row-major,
-/// position by position). At step k every generated position that is still masked is revealed
-/// with probability ρ_k (the schedule, noise_schedule.hpp), independently, to a token drawn from
-/// softmax(logits[position]) over the V real tokens; revealed tokens never change. So
+/// Columns are *generated* (masked at x_0), *fixed* (copied from a per-row context, the text to
+/// infill around, and never masked) or *always masked* (MASK throughout: positions the denoiser
+/// must treat as unknown, e.g. text after a span whose marginal is wanted). The denoiser outputs logits [L, V] per row
+/// (row-major, position by position). At step k every generated position that is still masked is revealed with
+/// probability ρ_k (the schedule, noise_schedule.hpp), independently, to a token drawn from softmax(logits[position])
+/// over the V real tokens; revealed tokens never change. So
 ///
 ///     log p(x_{k+1} | x_k) = Σ_{i generated, x_k[i] = MASK} { log(1 − ρ_k)                     if x_{k+1}[i] = MASK
 ///                                                          { log ρ_k + log softmax(ℓ_i)[x_{k+1}[i]] otherwise
@@ -51,11 +52,12 @@ class MaskedCategoricalProcess {
   using Value = std::int32_t;
 
   struct Options {
-    Index length = 0;                     ///< L: columns of a state row
-    Index vocab = 0;                      ///< V: real tokens; MASK is V
-    Index num_steps = 16;                 ///< T
+    Index length = 0;      ///< L: columns of a state row
+    Index vocab = 0;       ///< V: real tokens; MASK is V
+    Index num_steps = 16;  ///< T
     MaskingSchedule schedule = MaskingSchedule::Linear;
-    std::vector<char> generated = {};     ///< L flags, 1 = generated; empty = every column generated
+    std::vector<char> generated = {};  ///< L flags, 1 = generated; empty = every column generated
+    std::vector<Index> masked = {};    ///< non-generated columns that stay MASK (not from the context)
   };
 
   explicit MaskedCategoricalProcess(Options o) : o_(std::move(o)), schedule_(o_.num_steps, o_.schedule) {
@@ -65,11 +67,19 @@ class MaskedCategoricalProcess {
       throw InvalidArgumentError(detail::message("MaskedCategoricalProcess: vocab must be at least 2, got ", o_.vocab));
     if (o_.generated.empty()) o_.generated.assign(static_cast<std::size_t>(o_.length), 1);
     if (static_cast<Index>(o_.generated.size()) != o_.length)
-      throw ShapeError(detail::message("MaskedCategoricalProcess: ", o_.generated.size(), " generated flags for length ",
-                                       o_.length, "; give one flag per column"));
-    for (Index j = 0; j < o_.length; ++j)
-      if (o_.generated[static_cast<std::size_t>(j)]) gen_.push_back(j);
-      else fixed_.push_back(j);
+      throw ShapeError(detail::message("MaskedCategoricalProcess: ", o_.generated.size(),
+                                       " generated flags for length ", o_.length, "; give one flag per column"));
+    std::vector<char> role(o_.generated.begin(), o_.generated.end());  // 0 fixed, 1 generated, 2 masked
+    for (Index j : o_.masked) {
+      if (j < 0 || j >= o_.length || role[static_cast<std::size_t>(j)] != 0)
+        throw InvalidArgumentError(detail::message("MaskedCategoricalProcess: always-masked column ", j,
+                                                   " is out of range, repeated or generated"));
+      role[static_cast<std::size_t>(j)] = 2;
+    }
+    for (Index j = 0; j < o_.length; ++j) {
+      const char r = role[static_cast<std::size_t>(j)];
+      (r == 1 ? gen_ : r == 0 ? fixed_ : masked_).push_back(j);
+    }
     if (gen_.empty()) throw InvalidArgumentError("MaskedCategoricalProcess: no generated column; nothing to sample");
     for (Index k = 0; k < o_.num_steps; ++k) {
       const double rho = schedule_.reveal(k), back = schedule_.remask(k);
@@ -89,6 +99,7 @@ class MaskedCategoricalProcess {
   Value mask_token() const { return static_cast<Value>(o_.vocab); }
   const std::vector<Index>& generated_columns() const { return gen_; }
   const std::vector<Index>& fixed_columns() const { return fixed_; }
+  const std::vector<Index>& masked_columns() const { return masked_; }
   const MaskingScheduleTable& schedule() const { return schedule_; }
   /// Conditioning at a step: the noise level α_k (expected fraction of generated columns masked).
   S time(Index step) const { return static_cast<S>(schedule_.alpha(step)); }
@@ -97,8 +108,8 @@ class MaskedCategoricalProcess {
   /// the batch reads context row r). Generated columns of the templates are ignored.
   void set_context(ConstMatrixView<Value> templates) {
     if (templates.cols() != o_.length)
-      throw ShapeError(detail::message("set_context: templates have ", templates.cols(), " columns, the process has ",
-                                       o_.length));
+      throw ShapeError(
+          detail::message("set_context: templates have ", templates.cols(), " columns, the process has ", o_.length));
     for (Index r = 0; r < templates.rows(); ++r)
       for (Index j : fixed_) {
         const Value v = templates(r, j);
@@ -114,18 +125,25 @@ class MaskedCategoricalProcess {
   }
   Index context_rows() const { return context_rows_; }
 
-  /// Checks end states (data, replay): tokens in [0, V), no MASK anywhere, fixed columns included.
+  /// Checks end states (data, replay): real tokens in [0, V) everywhere except the always-masked
+  /// columns, which must hold MASK.
   void check_end_states(ConstMatrixView<Value> x, const char* what) const {
     if (x.cols() != o_.length)
       throw ShapeError(detail::message(what, ": ", x.cols(), " columns, the process has ", o_.length));
-    for (Index r = 0; r < x.rows(); ++r)
-      for (Index j = 0; j < o_.length; ++j) {
-        const Value v = x(r, j);
-        if (v < 0 || v >= mask_token())
-          throw InvalidArgumentError(detail::message(what, ": row ", r, " column ", j, " holds token ", v,
-                                                     v == mask_token() ? " (MASK)" : "", "; end states need real tokens in [0, ",
-                                                     o_.vocab, ")"));
-      }
+    for (Index r = 0; r < x.rows(); ++r) {
+      for (Index j : masked_)
+        if (x(r, j) != mask_token())
+          throw InvalidArgumentError(detail::message(what, ": row ", r, " column ", j, " holds token ", x(r, j),
+                                                     " where the process keeps MASK"));
+      for (const auto* cols : {&gen_, &fixed_})
+        for (Index j : *cols) {
+          const Value v = x(r, j);
+          if (v < 0 || v >= mask_token())
+            throw InvalidArgumentError(detail::message(what, ": row ", r, " column ", j, " holds token ", v,
+                                                       v == mask_token() ? " (MASK)" : "",
+                                                       "; end states need real tokens in [0, ", o_.vocab, ")"));
+        }
+    }
   }
 
   void initial_state(MatrixView<Value> x0, Index first_row) const {
@@ -135,6 +153,7 @@ class MaskedCategoricalProcess {
                                        " rows; set one context row per sample"));
     for (Index r = 0; r < x0.rows(); ++r) {
       for (Index j : gen_) x0(r, j) = mask_token();
+      for (Index j : masked_) x0(r, j) = mask_token();
       for (Index j : fixed_) x0(r, j) = context_[static_cast<std::size_t>((first_row + r) * o_.length + j)];
     }
   }
@@ -154,7 +173,8 @@ class MaskedCategoricalProcess {
         const math::Uint4 u = key.block(static_cast<std::uint64_t>(first_row + r), static_cast<std::uint32_t>(step),
                                         static_cast<std::uint32_t>(j));
         if (math::uniform01<S>(u.v[0]) >= rho) continue;  // stays masked
-        xn[j] = static_cast<Value>(math::sample_categorical(row_ptr(out, r) + j * V, V, math::uniform01<S>(u.v[1]), eps));
+        xn[j] =
+            static_cast<Value>(math::sample_categorical(row_ptr(out, r) + j * V, V, math::uniform01<S>(u.v[1]), eps));
       }
     }
   }
@@ -169,7 +189,8 @@ class MaskedCategoricalProcess {
       S sum = S(0);
       for (Index j : gen_) {
         if (xr[j] != mask_token()) continue;
-        sum += xn[j] == mask_token() ? ls : lr + math::log_softmax_at(row_ptr(out, r) + j * V, V, static_cast<Index>(xn[j]));
+        sum += xn[j] == mask_token() ? ls
+                                     : lr + math::log_softmax_at(row_ptr(out, r) + j * V, V, static_cast<Index>(xn[j]));
       }
       acc[r] += sum;
     }
@@ -185,7 +206,8 @@ class MaskedCategoricalProcess {
       const Value* xn = row_ptr(x_next, r);
       for (Index j : gen_)
         if (xr[j] == mask_token() && xn[j] != mask_token())
-          math::d_log_softmax_at(row_ptr(out, r) + j * V, V, static_cast<Index>(xn[j]), weight[r], row_ptr(d_out, r) + j * V);
+          math::d_log_softmax_at(row_ptr(out, r) + j * V, V, static_cast<Index>(xn[j]), weight[r],
+                                 row_ptr(d_out, r) + j * V);
     }
   }
 
@@ -267,7 +289,7 @@ class MaskedCategoricalProcess {
  private:
   Options o_;
   MaskingScheduleTable schedule_;
-  std::vector<Index> gen_, fixed_;
+  std::vector<Index> gen_, fixed_, masked_;
   std::vector<S> log_reveal_, log_stay_, reveal_, remask_, log_remask_, log_keep_;
   std::vector<Value> context_;
   Index context_rows_ = 0;
