@@ -5,7 +5,7 @@
 //   rtb_plot_vs_t in.csv out.png
 //
 // in.csv (written by compare.sh): a header line, then `series,T,step_seconds,peak_rss_mib` rows;
-// rows of one series are joined in order of T. Text uses a built-in 5×7 capital font.
+// rows of one series are joined in order of T. Text uses rtb/io/draw.hpp's 5×7 capital font.
 
 #include <algorithm>
 #include <array>
@@ -19,92 +19,12 @@
 #include <string>
 #include <vector>
 
-#include <rtb/io/png.hpp>
+#include <rtb/io/draw.hpp>
 
 namespace {
 
 using rtb::io::Image;
 using rtb::io::Rgb;
-
-/// 5×7 glyphs, seven rows of five cells ('#' = ink) per character; space and anything
-/// unknown draw nothing.
-using Glyph = std::array<const char*, 7>;
-const std::map<char, Glyph>& font() {
-  static const std::map<char, Glyph> f = {
-      {'0', {".###.", "#...#", "#..##", "#.#.#", "##..#", "#...#", ".###."}},
-      {'1', {"..#..", ".##..", "..#..", "..#..", "..#..", "..#..", ".###."}},
-      {'2', {".###.", "#...#", "....#", "...#.", "..#..", ".#...", "#####"}},
-      {'3', {"#####", "...#.", "..#..", "...#.", "....#", "#...#", ".###."}},
-      {'4', {"...#.", "..##.", ".#.#.", "#..#.", "#####", "...#.", "...#."}},
-      {'5', {"#####", "#....", "####.", "....#", "....#", "#...#", ".###."}},
-      {'6', {"..##.", ".#...", "#....", "####.", "#...#", "#...#", ".###."}},
-      {'7', {"#####", "....#", "...#.", "..#..", ".#...", ".#...", ".#..."}},
-      {'8', {".###.", "#...#", "#...#", ".###.", "#...#", "#...#", ".###."}},
-      {'9', {".###.", "#...#", "#...#", ".####", "....#", "...#.", ".##.."}},
-      {'A', {".###.", "#...#", "#...#", "#####", "#...#", "#...#", "#...#"}},
-      {'B', {"####.", "#...#", "#...#", "####.", "#...#", "#...#", "####."}},
-      {'C', {".###.", "#...#", "#....", "#....", "#....", "#...#", ".###."}},
-      {'D', {"###..", "#..#.", "#...#", "#...#", "#...#", "#..#.", "###.."}},
-      {'E', {"#####", "#....", "#....", "####.", "#....", "#....", "#####"}},
-      {'F', {"#####", "#....", "#....", "####.", "#....", "#....", "#...."}},
-      {'G', {".###.", "#...#", "#....", "#.###", "#...#", "#...#", ".####"}},
-      {'H', {"#...#", "#...#", "#...#", "#####", "#...#", "#...#", "#...#"}},
-      {'I', {".###.", "..#..", "..#..", "..#..", "..#..", "..#..", ".###."}},
-      {'J', {"..###", "...#.", "...#.", "...#.", "...#.", "#..#.", ".##.."}},
-      {'K', {"#...#", "#..#.", "#.#..", "##...", "#.#..", "#..#.", "#...#"}},
-      {'L', {"#....", "#....", "#....", "#....", "#....", "#....", "#####"}},
-      {'M', {"#...#", "##.##", "#.#.#", "#.#.#", "#...#", "#...#", "#...#"}},
-      {'N', {"#...#", "#...#", "##..#", "#.#.#", "#..##", "#...#", "#...#"}},
-      {'O', {".###.", "#...#", "#...#", "#...#", "#...#", "#...#", ".###."}},
-      {'P', {"####.", "#...#", "#...#", "####.", "#....", "#....", "#...."}},
-      {'Q', {".###.", "#...#", "#...#", "#...#", "#.#.#", "#..#.", ".##.#"}},
-      {'R', {"####.", "#...#", "#...#", "####.", "#.#..", "#..#.", "#...#"}},
-      {'S', {".####", "#....", "#....", ".###.", "....#", "....#", "####."}},
-      {'T', {"#####", "..#..", "..#..", "..#..", "..#..", "..#..", "..#.."}},
-      {'U', {"#...#", "#...#", "#...#", "#...#", "#...#", "#...#", ".###."}},
-      {'V', {"#...#", "#...#", "#...#", "#...#", "#...#", ".#.#.", "..#.."}},
-      {'W', {"#...#", "#...#", "#...#", "#.#.#", "#.#.#", "#.#.#", ".#.#."}},
-      {'X', {"#...#", "#...#", ".#.#.", "..#..", ".#.#.", "#...#", "#...#"}},
-      {'Y', {"#...#", "#...#", ".#.#.", "..#..", "..#..", "..#..", "..#.."}},
-      {'Z', {"#####", "....#", "...#.", "..#..", ".#...", "#....", "#####"}},
-      {'.', {".....", ".....", ".....", ".....", ".....", ".##..", ".##.."}},
-      {',', {".....", ".....", ".....", ".....", ".##..", "..#..", ".#..."}},
-      {'(', {"...#.", "..#..", ".#...", ".#...", ".#...", "..#..", "...#."}},
-      {')', {".#...", "..#..", "...#.", "...#.", "...#.", "..#..", ".#..."}},
-      {'-', {".....", ".....", ".....", "#####", ".....", ".....", "....."}},
-      {'/', {".....", "....#", "...#.", "..#..", ".#...", "#....", "....."}},
-      {'=', {".....", ".....", "#####", ".....", "#####", ".....", "....."}},
-  };
-  return f;
-}
-
-/// Draws `text` with its top-left corner at (x, y), `scale` pixels per font cell.
-void text(Image& img, int x, int y, const std::string& s, Rgb c, int scale = 2) {
-  for (char ch : s) {
-    const auto it = font().find(static_cast<char>(std::toupper(static_cast<unsigned char>(ch))));
-    if (it != font().end())
-      for (int r = 0; r < 7; ++r)
-        for (int k = 0; k < 5; ++k)
-          if (it->second[static_cast<std::size_t>(r)][k] == '#')
-            for (int dy = 0; dy < scale; ++dy)
-              for (int dx = 0; dx < scale; ++dx) {
-                const int px = x + k * scale + dx, py = y + r * scale + dy;
-                if (px >= 0 && py >= 0 && px < img.width() && py < img.height()) img.at(px, py) = c;
-              }
-    x += 6 * scale;
-  }
-}
-
-int text_width(const std::string& s, int scale = 2) { return static_cast<int>(s.size()) * 6 * scale; }
-
-void line(Image& img, double x0, double y0, double x1, double y1, Rgb c, double width) {
-  const double len = std::hypot(x1 - x0, y1 - y0);
-  const int n = std::max(1, static_cast<int>(len * 2));
-  for (int i = 0; i <= n; ++i) {
-    const double f = static_cast<double>(i) / n;
-    img.dot(x0 + f * (x1 - x0), y0 + f * (y1 - y0), width / 2, c);
-  }
-}
 
 std::string tick_label(double v) {
   char buf[32];
@@ -139,10 +59,10 @@ void panel(Image& img, int left, int top, int w, int h, const std::string& title
     for (int m = 1; m <= 9; ++m) {  // minor grid at 2..9 × 10^d
       const double v = m * std::pow(10.0, d);
       if (std::log10(v) > d_hi + 1e-9) break;
-      line(img, left, py(v), left + w, py(v), m == 1 ? Rgb{190, 190, 190} : grid, 1);
+      rtb::io::draw_line(img, left, py(v), left + w, py(v), m == 1 ? Rgb{190, 190, 190} : grid, 1);
     }
     const std::string lab = tick_label(std::pow(10.0, d));
-    text(img, left - 8 - text_width(lab), static_cast<int>(py(std::pow(10.0, d))) - 7, lab, ink);
+    rtb::io::draw_text(img, left - 8 - rtb::io::text_width(lab), static_cast<int>(py(std::pow(10.0, d))) - 7, lab, ink);
   }
   std::vector<double> ts;
   for (const auto& [name, pts] : series)
@@ -150,24 +70,24 @@ void panel(Image& img, int left, int top, int w, int h, const std::string& title
   std::sort(ts.begin(), ts.end());
   ts.erase(std::unique(ts.begin(), ts.end()), ts.end());
   for (double t : ts) {
-    line(img, px(t), top + h, px(t), top + h + 5, ink, 1);
+    rtb::io::draw_line(img, px(t), top + h, px(t), top + h + 5, ink, 1);
     const std::string lab = tick_label(t);
-    text(img, static_cast<int>(px(t)) - text_width(lab) / 2, top + h + 10, lab, ink);
+    rtb::io::draw_text(img, static_cast<int>(px(t)) - rtb::io::text_width(lab) / 2, top + h + 10, lab, ink);
   }
-  line(img, left, top, left, top + h, ink, 2);
-  line(img, left, top + h, left + w, top + h, ink, 2);
-  text(img, left + w / 2 - text_width("T") / 2, top + h + 32, "T", ink);
-  text(img, left + w / 2 - text_width(title) / 2, top - 30, title, ink);
+  rtb::io::draw_line(img, left, top, left, top + h, ink, 2);
+  rtb::io::draw_line(img, left, top + h, left + w, top + h, ink, 2);
+  rtb::io::draw_text(img, left + w / 2 - rtb::io::text_width("T") / 2, top + h + 32, "T", ink);
+  rtb::io::draw_text(img, left + w / 2 - rtb::io::text_width(title) / 2, top - 30, title, ink);
   std::size_t k = 0;
   for (const auto& [name, pts] : series) {
     const Rgb c = kColours[k % kColours.size()];
     for (std::size_t i = 0; i + 1 < pts.size(); ++i)
-      line(img, px(pts[i].t), py(pts[i].value), px(pts[i + 1].t), py(pts[i + 1].value), c, 3);
+      rtb::io::draw_line(img, px(pts[i].t), py(pts[i].value), px(pts[i + 1].t), py(pts[i + 1].value), c, 3);
     for (const Point& p : pts) img.dot(px(p.t), py(p.value), 5, c);
     // legend, top-left inside the panel
     const int ly = top + 12 + static_cast<int>(k) * 22;
-    line(img, left + 14, ly + 7, left + 44, ly + 7, c, 3);
-    text(img, left + 52, ly, name, ink);
+    rtb::io::draw_line(img, left + 14, ly + 7, left + 44, ly + 7, c, 3);
+    rtb::io::draw_text(img, left + 52, ly, name, ink);
     ++k;
   }
 }
@@ -189,7 +109,8 @@ int main(int argc, char** argv) {
       if (row.empty()) continue;
       std::stringstream ss(row);
       std::string name, t, step, rss;
-      if (!std::getline(ss, name, ',') || !std::getline(ss, t, ',') || !std::getline(ss, step, ',') || !std::getline(ss, rss, ','))
+      if (!std::getline(ss, name, ',') || !std::getline(ss, t, ',') || !std::getline(ss, step, ',') ||
+          !std::getline(ss, rss, ','))
         throw std::runtime_error("bad row: " + row);
       time[name].push_back({std::stod(t), std::stod(step)});
       memory[name].push_back({std::stod(t), std::stod(rss)});

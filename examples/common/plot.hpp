@@ -1,23 +1,26 @@
 // SPDX-License-Identifier: Apache-2.0
 #pragma once
-// Scatter plots of 2-D samples over a heat map of a log-density, written as PNG.
+// Scatter plots of 2-D samples over a heat map of a log-density, and training curves, written as PNG.
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <functional>
 #include <string>
 #include <vector>
 
-#include <rtb/io/png.hpp>
 #include <rtb/config.hpp>
+#include <rtb/io/draw.hpp>
+#include <rtb/io/png.hpp>
 
 namespace examples {
 
 /// Paints `log_f` over [-lim, lim]² as a heat map (clipped `range` below its maximum), draws
 /// contour bands, then `x` as dots. Returns nothing; writes `path`.
 template <class S>
-void scatter_over_density(const std::string& path, rtb::ConstMatrixView<S> x, const std::function<double(double, double)>& log_f,
-                          double lim = 14.0, int size = 560, double range = 12.0) {
+void scatter_over_density(const std::string& path, rtb::ConstMatrixView<S> x,
+                          const std::function<double(double, double)>& log_f, double lim = 14.0, int size = 560,
+                          double range = 12.0) {
   rtb::io::Image img(size, size);
   const auto to_world = [&](int p) { return -lim + (p + 0.5) * 2.0 * lim / size; };
   std::vector<double> v(static_cast<std::size_t>(size) * static_cast<std::size_t>(size));
@@ -52,26 +55,58 @@ void scatter_over_density(const std::string& path, rtb::ConstMatrixView<S> x, co
 
 namespace examples {
 
-/// A line chart of one or more series against their index, each scaled to its own range, written
-/// as a PNG with a light grid. Colours cycle through a fixed palette.
-inline void line_chart(const std::string& path, const std::vector<std::vector<double>>& series, int width = 720,
-                       int height = 360) {
-  rtb::io::Image img(width, height, {255, 255, 255});
-  const int pad = 20;
-  for (int g = 0; g <= 4; ++g) {  // grid
-    const int y = pad + g * (height - 2 * pad) / 4;
-    for (int x = pad; x < width - pad; ++x) img.at(x, y) = {225, 225, 225};
-  }
+/// One panel of a training chart: a title and one value per iteration.
+struct ChartSeries {
+  std::string title;
+  std::vector<double> values;
+};
+
+/// Training curves, one panel per series stacked vertically: the raw values as faint dots, their
+/// moving average (a window of 1/25 of the run) as a line, the y range labelled at both ends and
+/// the x axis counting entries from 0 to n. Writes a PNG to `path`.
+inline void line_chart(const std::string& path, const std::vector<ChartSeries>& series, const std::string& x_label,
+                       int width = 760, int panel_height = 240) {
+  const int left = 90, right = 20, top = 40, bottom = 46;
+  const int panel = panel_height + top + bottom;
+  rtb::io::Image img(width, panel * static_cast<int>(series.size()), {255, 255, 255});
+  const rtb::io::Rgb ink{40, 40, 40}, grid{225, 225, 225};
   const rtb::io::Rgb palette[4] = {{200, 30, 30}, {30, 90, 200}, {40, 150, 60}, {150, 60, 160}};
+  auto label = [](double v) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.3g", v);
+    return std::string(buf);
+  };
   for (std::size_t k = 0; k < series.size(); ++k) {
-    const auto& s = series[k];
+    const auto& s = series[k].values;
+    const int y0 = static_cast<int>(k) * panel + top, w = width - left - right, h = panel_height;
+    const rtb::io::Rgb colour = palette[k % 4];
+    rtb::io::draw_text(img, left + w / 2 - rtb::io::text_width(series[k].title) / 2, y0 - 28, series[k].title, ink);
+    for (int g = 0; g <= 4; ++g) rtb::io::draw_line(img, left, y0 + g * h / 4, left + w, y0 + g * h / 4, grid, 1);
+    rtb::io::draw_line(img, left, y0, left, y0 + h, ink, 2);
+    rtb::io::draw_line(img, left, y0 + h, left + w, y0 + h, ink, 2);
+    rtb::io::draw_text(img, left + w / 2 - rtb::io::text_width(x_label) / 2, y0 + h + 26, x_label, ink);
     if (s.size() < 2) continue;
     const auto [lo_it, hi_it] = std::minmax_element(s.begin(), s.end());
     const double lo = *lo_it, hi = *hi_it > *lo_it ? *hi_it : *lo_it + 1;
+    auto px = [&](double i) { return left + i * w / static_cast<double>(s.size() - 1); };
+    auto py = [&](double v) { return y0 + h - (v - lo) / (hi - lo) * h; };
+    rtb::io::draw_text(img, left - 8 - rtb::io::text_width(label(hi)), y0 - 6, label(hi), ink);
+    rtb::io::draw_text(img, left - 8 - rtb::io::text_width(label(lo)), y0 + h - 8, label(lo), ink);
+    rtb::io::draw_text(img, left - 4, y0 + h + 8, "0", ink);
+    const std::string n = std::to_string(s.size());
+    rtb::io::draw_text(img, left + w - rtb::io::text_width(n), y0 + h + 8, n, ink);
+    for (std::size_t i = 0; i < s.size(); ++i) img.dot(px(static_cast<double>(i)), py(s[i]), 1.5, colour, 0.25);
+    const std::size_t win = std::max<std::size_t>(1, s.size() / 25);
+    double sum = 0, prev_x = 0, prev_y = 0;
     for (std::size_t i = 0; i < s.size(); ++i) {
-      const double x = pad + static_cast<double>(i) * (width - 2 * pad) / static_cast<double>(s.size() - 1);
-      const double y = height - pad - (s[i] - lo) / (hi - lo) * (height - 2 * pad);
-      img.dot(x, y, 1.8, palette[k % 4]);
+      sum += s[i];
+      if (i >= win) sum -= s[i - win];
+      if (i + 1 < win) continue;
+      const double x = px(static_cast<double>(i) - 0.5 * static_cast<double>(win - 1));
+      const double y = py(sum / static_cast<double>(win));
+      if (i + 1 > win) rtb::io::draw_line(img, prev_x, prev_y, x, y, colour, 3);
+      prev_x = x;
+      prev_y = y;
     }
   }
   img.write_png(path);

@@ -47,7 +47,7 @@ double seconds_since(Clock::time_point t) {
 struct Options {
   std::uint64_t seed = 7;
   std::int64_t prior_iterations = 4000;
-  std::int64_t iterations = 800;
+  std::int64_t iterations = 1600;
   rtb::Index groups = 16;     ///< conditions per RTB batch
   rtb::Index group_size = 8;  ///< samples per condition (VarGrad groups)
   rtb::Index eval_examples = 500;
@@ -56,7 +56,7 @@ struct Options {
   rtb::Index steps = 12;
   int ngram = 5;  ///< order of the reward's Kneser–Ney model
   double prior_lr = 8e-3;
-  double lr = 2e-3;
+  double lr = 5e-4;
   rtb::Index threads = 0;
   std::string out = "infill_out";
   std::string corpus;
@@ -328,8 +328,10 @@ int main(int argc, char** argv) {
                     st.mean_log_ratio, seconds_since(t_rtb));
     }
     const double rtb_secs = seconds_since(t_rtb);
-    examples::line_chart(o.out + "/training.png", {curve_log_r, curve_ratio});
-    std::printf("wrote %s/training.png (red: batch mean log r, blue: log p_post/p_prior, on-policy steps)\n",
+    examples::line_chart(o.out + "/training.png",
+                         {{"batch mean log r", curve_log_r}, {"batch mean log p_post/p_prior", curve_ratio}},
+                         "on-policy iteration");
+    std::printf("wrote %s/training.png (batch mean log r and log p_post/p_prior over on-policy iterations)\n",
                 o.out.c_str());
 
     // 3. Held-out evaluation: the same examples for all three samplers.

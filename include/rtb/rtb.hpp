@@ -54,4 +54,5 @@
 #include "rtb/eval/text_metrics.hpp"
 
 #include "rtb/io/npy.hpp"
+#include "rtb/io/draw.hpp"
 #include "rtb/io/png.hpp"
