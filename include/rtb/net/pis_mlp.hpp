@@ -82,11 +82,7 @@ class PisMlp {
   std::span<const S> params() const { return params_; }
 
   Context make_context(Index max_rows) const {
-    Context c;
-    c.max_rows = max_rows;
-    c.trunk.assign(static_cast<std::size_t>(max_rows * trunk_.context_floats_per_row()), S(0));
-    c.scratch.assign(static_cast<std::size_t>(2 * max_rows * trunk_.max_width()), S(0));
-    c.d_h0.assign(static_cast<std::size_t>(max_rows * o_.hidden), S(0));
+    Context c = trunk_.make_context<S>(max_rows);
     c.time.assign(static_cast<std::size_t>(time_.scratch_floats() + 2 * o_.hidden), S(0));  // + e, ∂/∂e
     return c;
   }

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "rtb/config.hpp"
+#include "rtb/net/context.hpp"
 #include "rtb/net/gelu.hpp"
 #include "rtb/net/linear.hpp"
 
@@ -55,6 +56,18 @@ class GeluTrunk {
   }
   /// Floats per row of a context: activations and derivatives of every layer.
   Index context_floats_per_row() const { return 2 * offsets_.back(); }
+
+  /// A context whose trunk buffers (activations and derivatives, backward scratch, ∂/∂h₀) hold
+  /// `max_rows` rows; the denoiser sizes `time` for its own input path.
+  template <class S>
+  MlpContext<S> make_context(Index max_rows) const {
+    MlpContext<S> c;
+    c.max_rows = max_rows;
+    c.trunk.assign(static_cast<std::size_t>(max_rows * context_floats_per_row()), S(0));
+    c.scratch.assign(static_cast<std::size_t>(2 * max_rows * max_width()), S(0));
+    c.d_h0.assign(static_cast<std::size_t>(max_rows * first_width()), S(0));
+    return c;
+  }
 
   /// Activation buffer of layer l inside a context of `rows` rows.
   template <class S>
