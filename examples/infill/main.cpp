@@ -96,7 +96,6 @@ struct EndingLikelihood {
 
 struct Metrics {
   double mean_log_r = 0, char_bleu = 0, distinct2 = 0, ppl = 0;
-  double mean_log_r_se = 0, char_bleu_se = 0;       ///< standard errors over held-out examples
   std::vector<double> example_log_r, example_bleu;  ///< per held-out example, mean over its samples
 };
 
@@ -141,8 +140,6 @@ Metrics evaluate(const rtb::RowMatrix<Tok>& x, const std::vector<Example>& ex, r
     m.distinct2 += rtb::distinct_n(middles, 2) / static_cast<double>(ex.size());
   }
   m.ppl = std::exp(nll / chars);
-  m.mean_log_r_se = standard_error(example_log_r);
-  m.char_bleu_se = standard_error(example_bleu);
   m.example_log_r = std::move(example_log_r);
   m.example_bleu = std::move(example_bleu);
   return m;
@@ -417,7 +414,8 @@ int main(int argc, char** argv) {
       std::printf(
           "metrics method=%s mean_log_r=%.4f char_bleu=%.4f distinct2=%.4f ppl=%.4f seconds=%.1f mean_log_r_se=%.4f "
           "char_bleu_se=%.4f\n",
-          r.method, m.mean_log_r, m.char_bleu, m.distinct2, m.ppl, r.seconds, m.mean_log_r_se, m.char_bleu_se);
+          r.method, m.mean_log_r, m.char_bleu, m.distinct2, m.ppl, r.seconds, standard_error(m.example_log_r),
+          standard_error(m.example_bleu));
     }
     // 4. What the target posterior itself scores, by self-normalised importance sampling with the
     //    prior as proposal: per held-out sentence, K prior samples weighted by r (the prior's own
