@@ -5,6 +5,8 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <cstdint>
+#include <cstdio>
 #include <functional>
 #include <span>
 #include <vector>
@@ -13,6 +15,29 @@
 #include <rtb/math/philox.hpp>
 
 namespace rtb_test {
+
+/// FNV-1a over raw bytes: the hashes the golden tests pin (tests/golden/golden_test.cpp).
+inline std::uint64_t fnv1a(const void* data, std::size_t bytes, std::uint64_t h = 1469598103934665603ull) {
+  const auto* p = static_cast<const unsigned char*>(data);
+  for (std::size_t i = 0; i < bytes; ++i) h = (h ^ p[i]) * 1099511628211ull;
+  return h;
+}
+template <class T>
+std::uint64_t hash_of(std::span<const T> v) {
+  return fnv1a(v.data(), v.size_bytes());
+}
+
+/// A result pinned before a refactoring (see tests/golden/golden_test.cpp): printed, so that a
+/// deliberate change is re-pinned by copying the line, and checked for exact equality.
+struct Pinned {
+  std::uint64_t params_hash;
+  double log_z;
+};
+inline void check_pinned(const char* label, std::uint64_t params_hash, double log_z, const Pinned& want) {
+  std::printf("pinned %s = {0x%016llxull, %.17g}\n", label, static_cast<unsigned long long>(params_hash), log_z);
+  CHECK(params_hash == want.params_hash);
+  CHECK(log_z == want.log_z);
+}
 
 /// Tolerances by scalar type (one place, as ensmallen's Tolerances<MatType>).
 template <class S>

@@ -13,6 +13,8 @@
 #include <cmath>
 #include <rtb/rtb.hpp>
 
+#include "../test_util.hpp"
+
 namespace {
 
 using S = double;
@@ -32,8 +34,10 @@ auto gaussian_reward() {
 }
 
 template <class Trainer>
-void check_posterior(Trainer& trainer, const char* label) {
+void check_posterior(Trainer& trainer, const char* label, const rtb_test::Pinned& pinned) {
   CAPTURE(label);
+  rtb_test::check_pinned(label, rtb_test::hash_of(std::span<const S>(trainer.posterior().params())), trainer.log_z(),
+                         pinned);
   const Exact exact;
   const rtb::Index n = 8000;
   const auto e = trainer.evaluate(n, 99);
@@ -69,7 +73,7 @@ TEST_CASE("exactness: RTB recovers the closed-form Gaussian posterior and log Z"
   const rtb::GaussianProcess<S> process(2, 20, kSigma2);
   rtb::RelativeTrajectoryBalance trainer(process, zero_drift_prior(), gaussian_reward(), exactness_config(1));
   trainer.train(800);
-  check_posterior(trainer, "on-policy");
+  check_posterior(trainer, "on-policy", {0x8960b86dcced6158ull, -1.5511124504987397});
 }
 
 TEST_CASE("off-policy: exploration and replay reach the same fixed point") {
@@ -82,5 +86,5 @@ TEST_CASE("off-policy: exploration and replay reach the same fixed point") {
   std::int64_t replayed = 0;
   trainer.train(800, [&](const auto&, const rtb::StepStats& s) { replayed += s.replayed; });
   CHECK(replayed > 790 * 64);  // every step but the first carried 64 replayed, re-noised trajectories
-  check_posterior(trainer, "exploration + replay");
+  check_posterior(trainer, "exploration + replay", {0x3fcaaff166689a1dull, -1.5352425329153443});
 }

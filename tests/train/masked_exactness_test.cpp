@@ -16,6 +16,8 @@
 #include <cmath>
 #include <rtb/rtb.hpp>
 
+#include "../test_util.hpp"
+
 namespace {
 
 using S = double;
@@ -105,8 +107,11 @@ Net random_prior() {
 }
 
 template <class Trainer>
-void check_matches_posterior(Trainer& trainer, const Process& process, const Net& prior, const char* label) {
+void check_matches_posterior(Trainer& trainer, const Process& process, const Net& prior, const char* label,
+                             const rtb_test::Pinned& pinned) {
   CAPTURE(label);
+  rtb_test::check_pinned(label, rtb_test::hash_of(std::span<const S>(trainer.posterior().params())), trainer.log_z(),
+                         pinned);
   const auto prior_marginal = exact_marginal(process, prior);
   std::array<double, 27> post{};
   double z = 0;
@@ -152,7 +157,7 @@ TEST_CASE("masked exactness: RTB matches the enumerated posterior over all 27 se
   const Net prior = random_prior();
   rtb::RelativeTrajectoryBalance trainer(process, prior, sequence_reward(), exact_config(3));
   trainer.train(1500);
-  check_matches_posterior(trainer, process, prior, "on-policy");
+  check_matches_posterior(trainer, process, prior, "on-policy", {0x871cdd56a7479d64ull, 0.063024283312917817});
 }
 
 TEST_CASE("masked off-policy: prior batches and replayed re-masked end points reach the same fixed point") {
@@ -171,5 +176,6 @@ TEST_CASE("masked off-policy: prior batches and replayed re-masked end points re
   });
   CHECK(from_prior == 300);
   CHECK(replayed > 1000 * 64);
-  check_matches_posterior(trainer, process, prior, "prior every 5th batch + rank-prioritised replay");
+  check_matches_posterior(trainer, process, prior, "prior every 5th batch + rank-prioritised replay",
+                          {0x740c86a294e338f0ull, 0.071907566979501694});
 }
