@@ -120,7 +120,7 @@ BENCHMARK(BM_GemmPeak)
 // (4 + 4 floats per row = 32 B).
 void BM_LogProbAccumulate(benchmark::State& state) {
   const Index B = state.range(0), D = 2;
-  const rtb_bench::Process process(D, 100, 5.0f);
+  const rtb_bench::Process process(D, 100, 5.0f, rtb::GaussianHead::MeanAndLogVariance);
   std::vector<S> x(static_cast<std::size_t>(B * D)), xn(x.size()), out(static_cast<std::size_t>(B * 2 * D)),
       acc(static_cast<std::size_t>(B), S(0));
   fill_normal(x, 3);
@@ -129,7 +129,8 @@ void BM_LogProbAccumulate(benchmark::State& state) {
   const ConstMatrixView<S> xv(x.data(), B, D), xnv(xn.data(), B, D), outv(out.data(), B, 2 * D);
   const rtb_bench::WallTimer timer;
   for (auto _ : state) {
-    process.log_prob_step(xv, xnv, outv, 7, acc.data());
+    process.log_prob_step(rtb::Step<S>{xv, ConstMatrixView<S>(nullptr, B, 0), 7, process.time(7), 0}, xnv, outv,
+                          std::span<S>(acc));
     benchmark::DoNotOptimize(acc.data());
     benchmark::ClobberMemory();
   }
@@ -174,25 +175,27 @@ struct MlpBench {
     fill_normal(x, 6, S(3));
     fill_normal(d_out, 7, S(0.01));
   }
-  ConstMatrixView<S> xv() const { return ConstMatrixView<S>(x.data(), rows, 2); }
+  rtb::Step<S> xv() const {
+    return {ConstMatrixView<S>(x.data(), rows, 2), ConstMatrixView<S>(nullptr, rows, 0), 37, kTime, 0};
+  }
   MatrixView<S> outv() { return MatrixView<S>(out.data(), rows, 4); }
+  static constexpr S kTime = 0.37f;
 
-  rtb_bench::Net net;
+  rtb::Model<rtb_bench::Net> net;
   rtb_bench::Net::Context ctx;
   std::vector<S> x, out, d_out, grad;
   Index rows;
 };
 
-constexpr S kTime = 0.37f;
 
 // Training forward: keeps every activation and GELU'(h) for backward.
 void BM_MlpForward(benchmark::State& state) {
   MlpBench b(state.range(0));
   const double flops = rtb_bench::pis_mlp_flops(b.net.layout(), b.rows).forward;
-  b.net.forward(b.xv(), kTime, b.outv(), b.ctx);
+  b.net.forward(b.xv(), b.outv(), b.ctx);
   const rtb_bench::WallTimer timer;
   for (auto _ : state) {
-    b.net.forward(b.xv(), kTime, b.outv(), b.ctx);
+    b.net.forward(b.xv(), b.outv(), b.ctx);
     benchmark::DoNotOptimize(b.out.data());
     benchmark::ClobberMemory();
   }
@@ -204,10 +207,10 @@ BENCHMARK(BM_MlpForward)->Arg(500)->UseRealTime()->Unit(benchmark::kMicrosecond)
 void BM_MlpInference(benchmark::State& state) {
   MlpBench b(state.range(0));
   const double flops = rtb_bench::pis_mlp_flops(b.net.layout(), b.rows).forward;
-  b.net.inference(b.xv(), kTime, b.outv(), b.ctx);
+  b.net.inference(b.xv(), b.outv(), b.ctx);
   const rtb_bench::WallTimer timer;
   for (auto _ : state) {
-    b.net.inference(b.xv(), kTime, b.outv(), b.ctx);
+    b.net.inference(b.xv(), b.outv(), b.ctx);
     benchmark::DoNotOptimize(b.out.data());
     benchmark::ClobberMemory();
   }
@@ -219,7 +222,7 @@ BENCHMARK(BM_MlpInference)->Arg(500)->UseRealTime()->Unit(benchmark::kMicrosecon
 void BM_MlpBackward(benchmark::State& state) {
   MlpBench b(state.range(0));
   const double flops = rtb_bench::pis_mlp_flops(b.net.layout(), b.rows).backward;
-  b.net.forward(b.xv(), kTime, b.outv(), b.ctx);
+  b.net.forward(b.xv(), b.outv(), b.ctx);
   const ConstMatrixView<S> d_out(b.d_out.data(), b.rows, 4);
   b.net.backward(b.ctx, d_out, std::span<S>(b.grad), rtb::GradientMode::Overwrite);
   const rtb_bench::WallTimer timer;

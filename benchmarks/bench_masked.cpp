@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 // The masked-categorical process at the infilling example's default sizes (examples/infill):
-// rows of L = 36 characters over V = 33 tokens (+ MASK), the middle 8 columns generated, the
-// 4-column lookahead kept MASK, T = 12 steps, a TokenConv(E 16, Ch 32, k 3) denoiser, 16
-// conditions × 8 samples per batch (relative VarGrad).
+// rows of L = 24 characters over V = 33 tokens (+ MASK), the middle 8 columns generated, the
+// 4-column lookahead kept MASK, the 12-character beginning fixed from each row's condition (which
+// also holds the 12-character ending the denoiser reads), T = 12 steps, a TokenConv(E 16, Ch 32,
+// k 3) denoiser, 16 conditions × 8 samples per batch (relative VarGrad).
 //
 //   BM_MaskedLogProbAccumulate/B   MaskedCategoricalProcess::log_prob_step over B rows, GB/s
 //   BM_MaskedRtbStep/threads       one RelativeTrajectoryBalance<…, RelativeVarGrad>::step(),
@@ -31,7 +32,8 @@ using Tok = std::int32_t;
 using MaskedProcess = rtb::MaskedCategoricalProcess<S>;
 using rtb::Index;
 
-constexpr Index kLength = 36, kVocab = 33, kMiddleBegin = 12, kMiddle = 8, kLookahead = 4, kSteps = 12;
+constexpr Index kLength = 24, kVocab = 33, kMiddleBegin = 12, kMiddle = 8, kLookahead = 4, kSteps = 12;
+constexpr Index kConditionLength = 24;  // [beginning window (the fixed columns) | ending 12]
 constexpr Index kGroups = 16, kGroupSize = 8;
 
 MaskedProcess make_process() {
@@ -86,7 +88,8 @@ void BM_MaskedLogProbAccumulate(benchmark::State& state) {
   const double bytes = static_cast<double>(B) * (2.0 * kLength * 4 + kMiddle * kVocab * 4 + 2 * 4);
   const rtb_bench::WallTimer timer;
   for (auto _ : state) {
-    process.log_prob_step(xv, xnv, outv, 5, acc.data());
+    process.log_prob_step(rtb::Step<Tok, S>{xv, rtb::ConstMatrixView<Tok>(nullptr, B, 0), 5, S(0), 0}, xnv, outv,
+                          std::span<S>(acc));
     benchmark::DoNotOptimize(acc.data());
     benchmark::ClobberMemory();
   }
@@ -96,8 +99,8 @@ BENCHMARK(BM_MaskedLogProbAccumulate)->Arg(kGroups* kGroupSize)->UseRealTime()->
 
 void BM_MaskedRtbStep(benchmark::State& state) {
   const Index threads = state.range(0), B = kGroups * kGroupSize;
-  std::vector<Index> condition;
-  for (Index j = kMiddleBegin + kMiddle + kLookahead; j < kLength; ++j) condition.push_back(j);
+  std::vector<Index> condition;  // the ending, after the beginning in the condition row
+  for (Index j = kMiddleBegin; j < kConditionLength; ++j) condition.push_back(j);
   const rtb::TokenConv<S> prior({.length = kLength,
                                  .vocab = kVocab,
                                  .embed = 16,
@@ -116,15 +119,17 @@ void BM_MaskedRtbStep(benchmark::State& state) {
                   .threads = threads,
                   .block_rows = B / 2,  // as the example: two blocks of 64 rows
                   .seed = rtb_bench::kSeed});
-  // One context per group (a random beginning and ending), repeated over its 8 samples.
+  // One condition per group (a random beginning and ending), repeated over its 8 samples.
+  static_assert(kConditionLength == kLength, "random_rows makes rows of kLength tokens");
   const std::vector<Tok> groups = random_rows(kGroups, 11);
-  std::vector<Tok> ctx(static_cast<std::size_t>(B * kLength));
+  std::vector<Tok> cond(static_cast<std::size_t>(B * kConditionLength));
   for (Index r = 0; r < B; ++r)
-    std::copy_n(groups.begin() + (r / kGroupSize) * kLength, kLength, ctx.begin() + r * kLength);
-  trainer.process().set_context(rtb::ConstMatrixView<Tok>(ctx.data(), B, kLength));
-  benchmark::DoNotOptimize(trainer.step());
+    std::copy_n(groups.begin() + (r / kGroupSize) * kConditionLength, kConditionLength,
+                cond.begin() + r * kConditionLength);
+  const rtb::ConstMatrixView<Tok> conditions(cond.data(), B, kConditionLength);
+  benchmark::DoNotOptimize(trainer.step(conditions));
   const rtb_bench::WallTimer timer;
-  for (auto _ : state) benchmark::DoNotOptimize(trainer.step());
+  for (auto _ : state) benchmark::DoNotOptimize(trainer.step(conditions));
   const double secs = timer.seconds(), n = static_cast<double>(state.iterations());
   state.counters["s/step"] = secs / n;
   state.counters["rows/s"] = static_cast<double>(B) * n / secs;

@@ -11,7 +11,7 @@
 
 #include <string_view>
 
-#include <rtb/config.hpp>
+#include <rtb/space.hpp>
 #include <rtb/net/parameters.hpp>
 
 namespace rtb_bench {

@@ -5,7 +5,7 @@
 //   rtb_plot_vs_t in.csv out.png
 //
 // in.csv (written by compare.sh): a header line, then `series,T,step_seconds,peak_rss_mib` rows;
-// rows of one series are joined in order of T. Text uses rtb/io/draw.hpp's 5×7 capital font.
+// rows of one series are joined in order of T. Text uses rtb/extras/draw.hpp's 5×7 capital font.
 
 #include <algorithm>
 #include <array>
@@ -19,7 +19,7 @@
 #include <string>
 #include <vector>
 
-#include <rtb/io/draw.hpp>
+#include <rtb/extras/draw.hpp>
 
 namespace {
 

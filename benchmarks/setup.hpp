@@ -22,11 +22,12 @@ using Trainer = rtb::RelativeTrajectoryBalance<Process, Net, Reward>;
 
 inline constexpr std::uint64_t kSeed = 12345;
 
-inline Net make_prior() { return Net({.seed = kSeed, .zero_init_last = false}); }
+inline rtb::Model<Net> make_prior() { return rtb::Model<Net>(Net({.seed = kSeed, .zero_init_last = false})); }
 
 /// The trainer is neither copyable nor movable (it owns a thread pool); returned as a prvalue.
 inline Trainer make_trainer(rtb::Index batch, rtb::Index T, rtb::Index threads) {
-  return Trainer(Process(2, T, 5.0f), make_prior(), Reward(rtb::GaussianMixture<S>::posterior9(), rtb::GaussianMixture<S>::grid25()),
+  return Trainer(Process(2, T, 5.0f, rtb::GaussianHead::MeanAndLogVariance), make_prior(),
+                 Reward(rtb::GaussianMixture<S>::posterior9(), rtb::GaussianMixture<S>::grid25()),
                  rtb::Config{.batch_size = batch, .threads = threads, .seed = kSeed});
 }
 

@@ -52,7 +52,9 @@ int set_threads(int n) {
   return openblas_threads();
 }
 
-rtb::PisMlp<float> initial_prior() { return rtb::PisMlp<float>({.seed = 12345, .zero_init_last = false}); }
+rtb::Model<rtb::PisMlp<float>> initial_prior() {
+  return rtb::Model(rtb::PisMlp<float>({.seed = 12345, .zero_init_last = false}));
+}
 
 double seconds_since(std::chrono::steady_clock::time_point t) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();

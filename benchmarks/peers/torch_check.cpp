@@ -45,9 +45,9 @@ bool check(const char* name, torch::Dtype dtype, double tol) {
   using Net = rtb::PisMlp<S>;
   const Index T = 100, D = 2, on = 250, given = 250, B = on + given, block = 128;
   const S expl = S(0.5), log_z = S(0.3);
-  const Process process(D, T, S(5));
-  const Net prior({.seed = 3, .zero_init_last = false});
-  Net post = prior;
+  const Process process(D, T, S(5), rtb::GaussianHead::MeanAndLogVariance);
+  const rtb::Model<Net> prior(Net({.seed = 3, .zero_init_last = false}));
+  rtb::Model<Net> post = prior;
   {
     const rtb::math::NoiseKey key{11, rtb::math::Stream::User, 5};
     auto p = post.params();
@@ -55,19 +55,26 @@ bool check(const char* name, torch::Dtype dtype, double tol) {
   }
 
   // rtb: pass 1, the objective, pass 2.
-  rtb::detail::TrajectoryEngine<Process, Net> eng(process, prior, block, 2);
-  eng.shape(post, on, given);
+  rtb::detail::TrajectoryEngine<Process, Net> eng(process, post.net(), prior.net(), 0, block, 2);
+  eng.shape(on, given);
   auto end = eng.end_states();
   rtb::GaussianMixture<S>::grid25().sample(MatrixView<S>(&end(on, 0), given, D), {5, rtb::math::Stream::Data, 0});
-  eng.fill_given_backward({7, rtb::math::Stream::Backward, 0});
+  eng.build_stored_backward({7, rtb::math::Stream::Backward, 0});
   const rtb::math::NoiseKey key{7, rtb::math::Stream::Rollout, 0};
-  std::vector<S> lp(B), lq(B), log_r(B), w(B), grad(static_cast<std::size_t>(post.num_params()));
-  eng.pass1(post, &prior, key, expl, lp.data(), lq.data());
+  std::vector<S> log_r(B), w(B), grad(static_cast<std::size_t>(post.num_params()));
+  std::vector<double> d_log_z(B);
+  eng.score(post, &prior, key, expl);
+  const std::vector<S> lp(eng.log_post().begin(), eng.log_post().end()), lq(eng.log_prior().begin(), eng.log_prior().end());
   const rtb::MixtureRatioReward<S> reward(rtb::GaussianMixture<S>::posterior9(), rtb::GaussianMixture<S>::grid25());
   reward.log_reward(ConstMatrixView<S>(end.data(), B, D), std::span<S>(log_r));
   const std::vector<char> valid(B, 1);
-  const auto res = rtb::RelativeTB{}(rtb::ObjectiveBatch<S>{lp, lq, log_r, valid, log_z, S(1), S(0), S(1)}, std::span<S>(w));
-  eng.pass2(post, key, expl, w.data(), nullptr, S(1), grad);
+  const std::vector<S> row_log_z(B, log_z);
+  rtb::LocalReduction one;
+  const auto res = rtb::RelativeTB{}(rtb::ObjectiveBatch<S>{lp, lq, log_r, valid, row_log_z, S(1), S(0), S(1)},
+                                     rtb::ObjectiveOutputs<S>{w, d_log_z}, one);
+  double res_d_log_z = 0;
+  for (double v : d_log_z) res_d_log_z += v;
+  eng.backpropagate(post, key, expl, w, nullptr, S(1), grad);
 
   // Every state, [T+1, B, D]: on-policy rows re-simulated block by block as the engine does
   // (so x_T must match bit for bit), given rows from the engine's storage.
@@ -78,13 +85,13 @@ bool check(const char* name, torch::Dtype dtype, double tol) {
     std::vector<S> x(static_cast<std::size_t>(block * D)), xn(x.size()), out(static_cast<std::size_t>(block * 2 * D));
     for (Index r0 = 0; r0 < on; r0 += block) {
       const Index n = std::min(block, on - r0);
-      process.initial_state(MatrixView<S>(x.data(), n, D), r0);
+      process.initial_state(rtb::Rows<S>{ConstMatrixView<S>(nullptr, n, 0), r0}, key, MatrixView<S>(x.data(), n, D));
       for (Index t = 0; t <= T; ++t) {
         std::copy_n(x.data(), n * D, at(t, r0));
         if (t == T) break;
-        post.inference(ConstMatrixView<S>(x.data(), n, D), process.time(t), MatrixView<S>(out.data(), n, 2 * D), ctx);
-        process.sample_step(ConstMatrixView<S>(x.data(), n, D), ConstMatrixView<S>(out.data(), n, 2 * D), t, expl, key, r0,
-                            MatrixView<S>(xn.data(), n, D));
+        const rtb::Step<S> s{ConstMatrixView<S>(x.data(), n, D), ConstMatrixView<S>(nullptr, n, 0), t, process.time(t), r0};
+        post.inference(s, MatrixView<S>(out.data(), n, 2 * D), ctx);
+        process.sample_step(s, ConstMatrixView<S>(out.data(), n, 2 * D), expl, key, MatrixView<S>(xn.data(), n, D));
         std::swap(x, xn);
       }
     }
@@ -94,7 +101,7 @@ bool check(const char* name, torch::Dtype dtype, double tol) {
           std::printf("[%s] re-simulated on-policy row %td differs from the engine's x_T\n", name, r);
           return false;
         }
-    for (Index t = 0; t <= T; ++t) std::copy_n(eng.given_states(t).data(), given * D, at(t, on));
+    for (Index t = 0; t <= T; ++t) std::copy_n(eng.stored_states(t).data(), given * D, at(t, on));
   }
 
   // torch autograd on the same states.
@@ -130,7 +137,7 @@ bool check(const char* name, torch::Dtype dtype, double tol) {
   report("sum log p_prior per row", rel_error(as_double(lq), to_vector(t_lq)), tol);
   report("log r per row", rel_error(as_double(log_r), to_vector(t_log_r)), tol);
   report("loss", std::fabs(res.loss - loss.item<double>()) / std::fabs(loss.item<double>()), tol);
-  report("dL/dlog Z", std::fabs(res.d_log_z - t_log_z.grad().item<double>()) / std::fabs(t_log_z.grad().item<double>()), tol);
+  report("dL/dlog Z", std::fabs(res_d_log_z - t_log_z.grad().item<double>()) / std::fabs(t_log_z.grad().item<double>()), tol);
   std::vector<double> all_rtb, all_torch;
   for (const auto& item : tpost->named_parameters()) {
     const rtb::ParameterTensor* pt = post.layout().find(item.key());

@@ -22,6 +22,7 @@
 
 #include <torch/torch.h>
 
+#include <rtb/net/model.hpp>
 #include <rtb/net/pis_mlp.hpp>
 #include <rtb/reward/gaussian_mixture.hpp>
 
@@ -94,33 +95,30 @@ struct PisMlpImpl : torch::nn::Module {
 };
 TORCH_MODULE(PisMlp);
 
-/// Copies every parameter of an rtb PisMlp into the torch module, by state_dict name.
+/// Copies every tensor of an rtb PisMlp model into the torch module, by state_dict name: the
+/// parameters, and the fixed frequencies (rtb's buffer `t_model.pe`, torch's registered buffer),
+/// so both sides see bit-identical time features.
 template <class S>
-void load_parameters(PisMlp& dst, const rtb::PisMlp<S>& src) {
+void load_parameters(PisMlp& dst, const rtb::Model<rtb::PisMlp<S>>& src) {
   torch::NoGradGuard no_grad;
   const auto params = src.params();
-  std::size_t copied = 0;
-  for (auto& item : dst->named_parameters()) {
-    const rtb::ParameterTensor* t = src.layout().find(item.key());
-    if (!t) throw std::runtime_error("rtb has no parameter named " + item.key());
-    torch::Tensor& p = item.value();
-    if (p.numel() != t->size) throw std::runtime_error("size mismatch for " + item.key());
+  auto copy = [&](const std::string& name, torch::Tensor& p) {
+    const rtb::ParameterTensor* t = src.layout().find(name);
+    if (!t) throw std::runtime_error("rtb has no tensor named " + name);
+    if (p.numel() != t->size) throw std::runtime_error("size mismatch for " + name);
     std::vector<double> v(static_cast<std::size_t>(t->size));
     for (rtb::Index i = 0; i < t->size; ++i) v[static_cast<std::size_t>(i)] = static_cast<double>(params[static_cast<std::size_t>(t->offset + i)]);
     p.copy_(torch::from_blob(v.data(), p.sizes(), torch::kFloat64).to(p.dtype()));
+  };
+  std::size_t copied = 0;
+  for (auto& item : dst->named_parameters()) {
+    copy(item.key(), item.value());
     ++copied;
   }
-  if (static_cast<std::size_t>(src.layout().tensors().size()) != copied)
-    throw std::runtime_error("torch module and rtb net have different parameter lists");
-  // The fixed frequencies, in S arithmetic exactly as PisMlp<S> computes them, so both sides see
-  // bit-identical time features (linspace rounds differently in the last place).
-  torch::Tensor& pe = dst->t_model->pe;
-  const std::int64_t F = pe.size(1);
-  std::vector<double> f(static_cast<std::size_t>(F));
-  for (std::int64_t k = 0; k < F; ++k)
-    f[static_cast<std::size_t>(k)] = static_cast<double>(
-        F == 1 ? S(0.1) : S(0.1) + (S(100) - S(0.1)) * static_cast<S>(k) / static_cast<S>(F - 1));
-  pe.copy_(torch::from_blob(f.data(), pe.sizes(), torch::kFloat64).to(pe.dtype()));
+  std::size_t trained = 0;
+  for (const auto& t : src.layout().tensors()) trained += t.trainable;
+  if (trained != copied) throw std::runtime_error("torch module and rtb net have different parameter lists");
+  copy("t_model.pe", dst->t_model->pe);
 }
 
 /// The Gaussian process's log-density, full constants: Σ_d log N(x_next_d; mean_d, dt·σ²).
@@ -169,7 +167,7 @@ struct MixtureRatioReward {
 /// The RTB trainer, autograd style.
 class Trainer {
  public:
-  Trainer(const rtb::PisMlp<float>& prior, std::int64_t batch, std::int64_t steps, double exploration_std = 0.5,
+  Trainer(const rtb::Model<rtb::PisMlp<float>>& prior, std::int64_t batch, std::int64_t steps, double exploration_std = 0.5,
           double learning_rate = 1e-3, double log_z_learning_rate = 0.1)
       : process_{prior.input_dim(), steps, 5.0},
         batch_(batch),
@@ -221,11 +219,12 @@ class Trainer {
   }
 
  private:
-  static PisMlp like(const rtb::PisMlp<float>& net) {
-    const auto& o = net.options();
+  static PisMlp like(const rtb::Model<rtb::PisMlp<float>>& net) {
+    const auto& o = net.net().options();
     return PisMlp(o.dim, o.hidden, o.harmonics, o.num_layers);
   }
-  std::vector<torch::optim::OptimizerParamGroup> make_groups(const rtb::PisMlp<float>& prior, double lr, double log_z_lr) {
+  std::vector<torch::optim::OptimizerParamGroup> make_groups(const rtb::Model<rtb::PisMlp<float>>& prior, double lr,
+                                                             double log_z_lr) {
     load_parameters(prior_, prior);
     load_parameters(post_, prior);  // the posterior starts as the prior
     for (auto& p : prior_->parameters()) p.set_requires_grad(false);

@@ -9,9 +9,9 @@
 #include <string>
 #include <vector>
 
-#include <rtb/config.hpp>
-#include <rtb/io/draw.hpp>
-#include <rtb/io/png.hpp>
+#include <rtb/space.hpp>
+#include <rtb/extras/draw.hpp>
+#include <rtb/extras/png.hpp>
 
 namespace examples {
 

@@ -69,7 +69,7 @@ struct Result {
 
 /// Fixed held-out windows and the noised states x_t | x_T for every step (shared by both nets).
 struct HeldOut {
-  rtb::RowMatrix<Tok> end;
+  rtb::RowMatrix<Tok> end, condition;
   std::vector<rtb::RowMatrix<Tok>> noised;  // one per step
 };
 
@@ -77,24 +77,27 @@ HeldOut make_held_out(const infill::Corpus& corpus, const infill::Layout& lay, c
                       std::uint64_t seed) {
   HeldOut h;
   h.end.resize(n, lay.length());
+  h.condition.resize(n, lay.condition_length());
   const rtb::math::NoiseKey key{seed, rtb::math::Stream::Evaluation, 2};
   for (rtb::Index r = 0; r < n; ++r) {  // the training sampler's distribution, on held-out sentences
     const auto& s = corpus.held_out[static_cast<std::size_t>(rtb::math::uniform<double>(key, r, 0, 0) *
                                                              static_cast<double>(corpus.held_out.size()))];
     const int a = 1 + static_cast<int>(rtb::math::uniform<double>(key, r, 1, 0) * static_cast<double>(s.size()));
-    infill::fill_row(lay, s, std::min<int>(a, static_cast<int>(s.size())), rtb::row_ptr(h.end, r));
+    infill::fill_row(lay, s, std::min<int>(a, static_cast<int>(s.size())), rtb::row_ptr(h.end, r),
+                     rtb::row_ptr(h.condition, r));
   }
   const rtb::math::NoiseKey noise{seed, rtb::math::Stream::Evaluation, 3};
   for (rtb::Index t = 0; t < process.num_steps(); ++t) {
     h.noised.emplace_back(n, lay.length());
-    process.sample_given_end(rtb::ConstMatrixView<Tok>(h.end.data(), n, lay.length()), t, noise, 0,
-                             rtb::MatrixView<Tok>(h.noised.back().data(), n, lay.length()));
+    process.sample_given_end(rtb::Step<Tok, S>{rtb::ConstMatrixView<Tok>(h.end.data(), n, lay.length()),
+                                               rtb::ConstMatrixView<Tok>(nullptr, n, 0), t, S(0), 0},
+                             noise, rtb::MatrixView<Tok>(h.noised.back().data(), n, lay.length()));
   }
   return h;
 }
 
 template <class Net>
-void evaluate(const Net& net, const Process& process, const HeldOut& h, Result& res) {
+void evaluate(const rtb::Model<Net>& net, const Process& process, const HeldOut& h, Result& res) {
   const rtb::Index n = h.end.rows(), L = h.end.cols(), V = process.vocab(), T = process.num_steps(), block = 128;
   const double generated = static_cast<double>(process.generated_columns().size());
   auto ctx = net.make_context(block);
@@ -109,10 +112,13 @@ void evaluate(const Net& net, const Process& process, const HeldOut& h, Result& 
       const rtb::Index m = std::min(block, n - first);
       const rtb::ConstMatrixView<Tok> x(h.noised[static_cast<std::size_t>(t)].data() + first * L, m, L);
       const rtb::ConstMatrixView<Tok> x_end(h.end.data() + first * L, m, L);
+      const rtb::Index Lc = h.condition.cols();
+      const rtb::Step<Tok, S> s{x, rtb::ConstMatrixView<Tok>(h.condition.data() + first * Lc, m, Lc), t,
+                                process.time(t), first};
       rtb::MatrixView<S> o(out.data(), m, L * V);
-      net.inference(x, process.time(t), o, ctx);
+      net.inference(s, o, ctx);
       std::fill(acc.begin(), acc.end(), S(0));
-      process.expected_log_prob_step(x, x_end, rtb::const_view(o), t, acc.data());
+      process.expected_log_prob_step(s, x_end, rtb::const_view(o), std::span<S>(acc.data(), static_cast<std::size_t>(m)));
       for (rtb::Index r = 0; r < m; ++r) {
         nll -= static_cast<double>(acc[static_cast<std::size_t>(r)]);
         double ce = 0;
@@ -134,13 +140,15 @@ void evaluate(const Net& net, const Process& process, const HeldOut& h, Result& 
   res.elbo_middle = middle / (static_cast<double>(n) * static_cast<double>(infill::Layout{}.middle));
   // one inference call on 128 rows (mid-schedule states), averaged
   const rtb::Index rows = std::min<rtb::Index>(128, n);
-  const rtb::ConstMatrixView<Tok> x(h.noised[static_cast<std::size_t>(T / 2)].data(), rows, L);
+  const rtb::Step<Tok, S> s{rtb::ConstMatrixView<Tok>(h.noised[static_cast<std::size_t>(T / 2)].data(), rows, L),
+                            rtb::ConstMatrixView<Tok>(h.condition.data(), rows, h.condition.cols()), T / 2,
+                            process.time(T / 2), 0};
   rtb::MatrixView<S> o(out.data(), rows, L * V);
-  for (int i = 0; i < 5; ++i) net.inference(x, process.time(T / 2), o, ctx);
+  for (int i = 0; i < 5; ++i) net.inference(s, o, ctx);
   int calls = 0;
   const auto t0 = Clock::now();
   while (calls < 20 || (seconds_since(t0) < 1.0 && calls < 2000)) {
-    net.inference(x, process.time(T / 2), o, ctx);
+    net.inference(s, o, ctx);
     ++calls;
   }
   res.inference_ms = 1e3 * seconds_since(t0) / calls;
@@ -174,24 +182,24 @@ int main(int argc, char** argv) {
     const infill::Layout lay;
     const infill::Corpus corpus = infill::load_corpus(o.wordnet, "", 0.1, o.seed);
     std::vector<char> generated(static_cast<std::size_t>(lay.length()), 0);
-    for (int j = lay.middle_begin(); j < lay.condition_begin(); ++j) generated[static_cast<std::size_t>(j)] = 1;
+    for (int j = lay.middle_begin(); j < lay.length(); ++j) generated[static_cast<std::size_t>(j)] = 1;
     const rtb::Index T = 16;
     const Process process({.length = lay.length(), .vocab = infill::kVocab, .num_steps = T, .generated = generated});
-    std::vector<rtb::Index> condition;
-    for (int j = lay.condition_begin(); j < lay.length(); ++j) condition.push_back(j);
+    std::vector<rtb::Index> condition;  // the ending, in the condition row
+    for (int j = 0; j < lay.ending; ++j) condition.push_back(lay.ending_begin() + j);
     const HeldOut held = make_held_out(corpus, lay, process, o.eval_windows, o.seed);
     std::printf(
         "corpus: %zu training, %zu held-out sentences; %lld held-out windows; budget %.0fs per net, %lld thread(s)\n",
         corpus.train.size(), corpus.held_out.size(), static_cast<long long>(o.eval_windows), o.seconds,
         static_cast<long long>(o.threads));
 
-    auto data = [&](rtb::MatrixView<Tok> x, std::int64_t it) {  // main.cpp step 1's sampler
+    auto data = [&](rtb::MatrixView<Tok> x, rtb::MatrixView<Tok> c, std::int64_t it) {  // main.cpp step 1's sampler
       const rtb::math::NoiseKey key{o.seed, rtb::math::Stream::Data, static_cast<std::uint64_t>(it)};
       for (rtb::Index r = 0; r < x.rows(); ++r) {
         const auto& s = corpus.train[static_cast<std::size_t>(rtb::math::uniform<double>(key, r, 0, 0) *
                                                               static_cast<double>(corpus.train.size()))];
         const int a = 1 + static_cast<int>(rtb::math::uniform<double>(key, r, 1, 0) * static_cast<double>(s.size()));
-        infill::fill_row(lay, s, std::min<int>(a, static_cast<int>(s.size())), rtb::row_ptr(x, r));
+        infill::fill_row(lay, s, std::min<int>(a, static_cast<int>(s.size())), rtb::row_ptr(x, r), rtb::row_ptr(c, r));
       }
     };
     auto config = [&](double lr, std::int64_t iterations) {  // main.cpp step 1's configuration
@@ -207,7 +215,8 @@ int main(int argc, char** argv) {
     };
     // Calibrate seconds per iteration on a copy, size the cosine schedule to the budget, then fit
     // (stopping anyway at 1.1× the budget if the machine slows down).
-    auto fit = [&](auto net, double lr, Result& res) {
+    auto fit = [&](auto bare, double lr, Result& res) {
+      rtb::Model net(std::move(bare));
       res.params = net.num_params();
       {
         auto probe = net;
@@ -251,8 +260,8 @@ int main(int argc, char** argv) {
                                     .condition = condition,
                                     .seed = o.seed});
         const auto& op = net.options();
-        const rtb::Index Lc = static_cast<rtb::Index>(condition.size()), Lm = lay.length() - Lc;
-        res.macs = (Lm + Lc) * op.embed * op.hidden + op.num_layers * op.hidden * op.hidden +
+        const rtb::Index Lc = static_cast<rtb::Index>(condition.size());
+        res.macs = (lay.length() + Lc) * op.embed * op.hidden + op.num_layers * op.hidden * op.hidden +
                    op.hidden * lay.length() * infill::kVocab;
         res.gelus = op.hidden * (op.num_layers + 1);
         fit(net, o.mlp_lr, res);
@@ -269,7 +278,7 @@ int main(int argc, char** argv) {
         res.name = "conv(C=" + std::to_string(o.channels) + ",N=" + std::to_string(net.options().num_blocks) +
                    ",k=" + std::to_string(o.kernel) + ")";
         res.macs = net.macs_per_row();
-        res.gelus = lay.length() * o.channels * (net.options().num_blocks + 1);
+        res.gelus = net.positions() * o.channels * (net.options().num_blocks + 1);
         fit(net, o.conv_lr, res);
       } else {
         throw rtb::InvalidArgumentError("--nets: unknown net '" + name + "'; use mlp or conv");

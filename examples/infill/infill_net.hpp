@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 #pragma once
 // The infill example's denoiser: a TokenConv that can read the first characters of the true ending
-// in the lookahead columns, as if the diffusion had already revealed them.
+// (from the row's condition) in the lookahead columns, as if the diffusion had already revealed them.
 //
 // The prior is fitted generating the middle and the lookahead (the characters right after it), so
 // a revealed lookahead is something it knows how to use: with the lookahead fixed to the true
@@ -13,6 +13,7 @@
 // residual divides by is the unchanged prior (`reads_ending = false`: lookahead stays MASK).
 
 #include <cstdint>
+#include <span>
 #include <vector>
 
 #include <rtb/net/token_conv.hpp>
@@ -25,12 +26,12 @@ template <class S>
 class InfillNet {
  public:
   using Scalar = S;
-  using Input = std::int32_t;
+  using Value = std::int32_t;
   using Inner = rtb::TokenConv<S>;
   struct Context {
     typename Inner::Context inner;
-    std::vector<Input> x;  ///< the rows with the lookahead filled in
-    std::size_t bytes() const { return inner.bytes() + x.size() * sizeof(Input); }
+    rtb::AlignedVector<Value> x;  ///< the rows with the lookahead filled in
+    std::size_t bytes() const { return inner.bytes() + x.size() * sizeof(Value); }
   };
 
   InfillNet(Inner net, Layout lay) : net_(std::move(net)), lay_(lay) {
@@ -39,44 +40,45 @@ class InfillNet {
                                                  " columns, the layout has ", lay_.length()));
   }
 
-  /// On: the lookahead columns read the ending's first characters (the condition columns).
+  /// On: the lookahead columns read the ending's first characters (from the condition row).
   bool reads_ending = false;
 
   const Inner& inner() const { return net_; }
   rtb::Index input_dim() const { return net_.input_dim(); }
   rtb::Index output_dim() const { return net_.output_dim(); }
+  rtb::Index condition_dim() const { return std::max<rtb::Index>(net_.condition_dim(), lay_.condition_length()); }
   rtb::Index num_params() const { return net_.num_params(); }
   const rtb::ParameterLayout& layout() const { return net_.layout(); }
-  std::span<S> params() { return net_.params(); }
-  std::span<const S> params() const { return net_.params(); }
+  void initialize(std::span<S> params) const { net_.initialize(params); }
 
   Context make_context(rtb::Index max_rows) const {
-    return {net_.make_context(max_rows), std::vector<Input>(static_cast<std::size_t>(max_rows * lay_.length()))};
+    return {net_.make_context(max_rows), rtb::AlignedVector<Value>(static_cast<std::size_t>(max_rows * lay_.length()))};
   }
-  void inference(rtb::ConstMatrixView<Input> x, S t, rtb::MatrixView<S> out, Context& ctx) const {
-    net_.inference(view(x, ctx), t, out, ctx.inner);
+  void inference(const rtb::Weights<S>& w, const rtb::Step<Value, S>& s, rtb::MatrixView<S> out, Context& ctx) const {
+    net_.inference(w, with_lookahead(s, ctx), out, ctx.inner);
   }
-  void forward(rtb::ConstMatrixView<Input> x, S t, rtb::MatrixView<S> out, Context& ctx) const {
-    net_.forward(view(x, ctx), t, out, ctx.inner);
+  void forward(const rtb::Weights<S>& w, const rtb::Step<Value, S>& s, rtb::MatrixView<S> out, Context& ctx) const {
+    net_.forward(w, with_lookahead(s, ctx), out, ctx.inner);
   }
-  void backward(Context& ctx, rtb::ConstMatrixView<S> d_out, std::span<S> grad, rtb::GradientMode mode) const {
-    net_.backward(ctx.inner, d_out, grad, mode);
+  void backward(const rtb::Weights<S>& w, Context& ctx, rtb::ConstMatrixView<S> d_out, std::span<S> grad,
+                rtb::GradientMode mode) const {
+    net_.backward(w, ctx.inner, d_out, grad, mode);
   }
 
  private:
-  rtb::ConstMatrixView<Input> view(rtb::ConstMatrixView<Input> x, Context& ctx) const {
-    if (!reads_ending) return x;
+  rtb::Step<Value, S> with_lookahead(const rtb::Step<Value, S>& s, Context& ctx) const {
+    if (!reads_ending) return s;
     const rtb::Index L = lay_.length();
-    if (x.cols() != L || static_cast<std::size_t>(x.rows() * L) > ctx.x.size())
-      throw rtb::ShapeError(rtb::detail::message("InfillNet: ", x.rows(), "x", x.cols(), " input for a context of ",
+    if (s.x.cols() != L || static_cast<std::size_t>(s.x.rows() * L) > ctx.x.size())
+      throw rtb::ShapeError(rtb::detail::message("InfillNet: ", s.x.rows(), "x", s.x.cols(), " input for a context of ",
                                                  ctx.x.size() / static_cast<std::size_t>(L), " rows of ", L));
-    for (rtb::Index r = 0; r < x.rows(); ++r) {
-      Input* row = ctx.x.data() + r * L;
-      const Input* src = rtb::row_ptr(x, r);
-      std::copy_n(src, L, row);
-      for (int j = 0; j < lay_.lookahead; ++j) row[lay_.lookahead_begin() + j] = src[lay_.condition_begin() + j];
+    for (rtb::Index r = 0; r < s.x.rows(); ++r) {
+      Value* row = ctx.x.data() + r * L;
+      std::copy_n(rtb::row_ptr(s.x, r), L, row);
+      const Value* ending = rtb::row_ptr(s.condition, r) + lay_.ending_begin();
+      for (int j = 0; j < lay_.lookahead; ++j) row[lay_.lookahead_begin() + j] = ending[j];
     }
-    return rtb::ConstMatrixView<Input>(ctx.x.data(), x.rows(), L);
+    return {rtb::ConstMatrixView<Value>(ctx.x.data(), s.x.rows(), L), s.condition, s.step, s.time, s.first_row};
   }
 
   Inner net_;

@@ -26,10 +26,12 @@
 #include <string>
 
 #include <CLI/CLI.hpp>
+#include <rtb/extras.hpp>
 #include <rtb/rtb.hpp>
 
 #include "../common/plot.hpp"
 #include "infill_net.hpp"
+#include "reward.hpp"
 #include "text.hpp"
 
 namespace {
@@ -72,28 +74,6 @@ struct Example {
   int split;
 };
 
-/// log r(x) = log p_KN(ending, '$' | prefix window + middle), all read from the state row (the
-/// ending from the condition columns).
-struct EndingLikelihood {
-  const rtb::KneserNeyLM* lm;
-  infill::Layout lay;
-  void log_reward(rtb::ConstMatrixView<Tok> x, std::span<S> out) const {
-    std::vector<Tok> seq;
-    for (rtb::Index i = 0; i < x.rows(); ++i) {
-      const Tok* row = rtb::row_ptr(x, i);
-      seq.assign(row, row + lay.lookahead_begin());
-      double lp = 0;
-      for (int j = 0; j < lay.ending; ++j) {
-        const Tok w = row[lay.condition_begin() + j];
-        lp += lm->log_prob(seq, w);
-        if (w == infill::kEos) break;
-        seq.push_back(w);
-      }
-      out[static_cast<std::size_t>(i)] = static_cast<S>(lp);
-    }
-  }
-};
-
 struct Metrics {
   double mean_log_r = 0, char_bleu = 0, distinct2 = 0, ppl = 0;
   std::vector<double> example_log_r, example_bleu;  ///< per held-out example, mean over its samples
@@ -108,12 +88,14 @@ double standard_error(const std::vector<double>& v) {
   return std::sqrt(ss / static_cast<double>(v.size() - 1) / static_cast<double>(v.size()));
 }
 
-/// Metrics of `x` (examples × samples rows) against the true middles.
-Metrics evaluate(const rtb::RowMatrix<Tok>& x, const std::vector<Example>& ex, rtb::Index k, const infill::Layout& lay,
-                 const rtb::KneserNeyLM& lm, const EndingLikelihood& reward) {
+/// Metrics of `x` (examples × samples rows, conditions `c`) against the true middles.
+Metrics evaluate(const rtb::Samples<Tok>& samples, const rtb::RowMatrix<Tok>& c, const std::vector<Example>& ex,
+                 rtb::Index k, const infill::Layout& lay, const rtb::KneserNeyLM& lm,
+                 const infill::EndingLikelihood& reward) {
   Metrics m;
+  const auto x = rtb::view_of(samples);
   std::vector<S> lr(static_cast<std::size_t>(x.rows()));
-  reward.log_reward(rtb::ConstMatrixView<Tok>(x.data(), x.rows(), x.cols()), lr);
+  reward.log_reward(x, rtb::ConstMatrixView<Tok>(c.data(), c.rows(), c.cols()), lr);
   double nll = 0, chars = 0;
   std::vector<double> example_log_r(ex.size(), 0.0), example_bleu(ex.size(), 0.0);
   for (std::size_t e = 0; e < ex.size(); ++e) {
@@ -145,11 +127,13 @@ Metrics evaluate(const rtb::RowMatrix<Tok>& x, const std::vector<Example>& ex, r
   return m;
 }
 
-rtb::RowMatrix<Tok> contexts(const std::vector<Example>& ex, rtb::Index k, const infill::Layout& lay) {
-  rtb::RowMatrix<Tok> c(static_cast<rtb::Index>(ex.size()) * k, lay.length());
+/// Condition rows ([prefix window | ending]) for k samples of each example.
+rtb::RowMatrix<Tok> conditions(const std::vector<Example>& ex, rtb::Index k, const infill::Layout& lay) {
+  rtb::RowMatrix<Tok> c(static_cast<rtb::Index>(ex.size()) * k, lay.condition_length());
+  std::vector<Tok> row(static_cast<std::size_t>(lay.length()));
   for (std::size_t e = 0; e < ex.size(); ++e)
     for (rtb::Index j = 0; j < k; ++j)
-      infill::fill_row(lay, *ex[e].sentence, ex[e].split, rtb::row_ptr(c, static_cast<rtb::Index>(e) * k + j));
+      infill::fill_row(lay, *ex[e].sentence, ex[e].split, row.data(), rtb::row_ptr(c, static_cast<rtb::Index>(e) * k + j));
   return c;
 }
 
@@ -205,41 +189,44 @@ int main(int argc, char** argv) {
     // Three views of the same row layout: the prior is fitted generating middle and lookahead; RTB
     // and the prior baseline generate the middle with the lookahead kept MASK (the prior's marginal
     // over the middle given the beginning, with no nuisance characters in the trajectories); native
-    // infilling generates the middle with the lookahead fixed to the true ending.
+    // infilling generates the middle with the lookahead fixed to the true ending. Fixed columns take
+    // their values from the condition row [prefix window | ending], in order: the prefix window, and
+    // for native infilling the lookahead, which are the ending's first characters.
     auto columns = [&](int from, int to) {
       std::vector<char> g(static_cast<std::size_t>(lay.length()), 0);
       for (int j = from; j < to; ++j) g[static_cast<std::size_t>(j)] = 1;
       return g;
     };
     std::vector<rtb::Index> lookahead;
-    for (int j = lay.lookahead_begin(); j < lay.condition_begin(); ++j) lookahead.push_back(j);
+    for (int j = lay.lookahead_begin(); j < lay.length(); ++j) lookahead.push_back(j);
     const Process fit_process({.length = lay.length(),
                                .vocab = infill::kVocab,
                                .num_steps = o.steps,
-                               .generated = columns(lay.middle_begin(), lay.condition_begin())});
+                               .generated = columns(lay.middle_begin(), lay.length())});
     const Process process({.length = lay.length(),
                            .vocab = infill::kVocab,
                            .num_steps = o.steps,
                            .generated = columns(lay.middle_begin(), lay.lookahead_begin()),
                            .masked = lookahead});
-    Process both_ends({.length = lay.length(),
+    const Process both_ends({.length = lay.length(),
                        .vocab = infill::kVocab,
                        .num_steps = o.steps,
                        .generated = columns(lay.middle_begin(), lay.lookahead_begin())});
-    std::vector<rtb::Index> condition;
-    for (int j = lay.condition_begin(); j < lay.length(); ++j) condition.push_back(j);
-    // The true ending (condition columns) is injected aligned with the generated lookahead, next to
-    // the middle, so one convolution carries it to the span being infilled.
-    Net prior(rtb::TokenConv<S>({.length = lay.length(),
-                                 .vocab = infill::kVocab,
-                                 .embed = 16,
-                                 .channels = 32,
-                                 .kernel = 3,
-                                 .harmonics = 16,
-                                 .condition = condition,
-                                 .condition_shift = lay.lookahead,
-                                 .seed = o.seed}),
-              lay);
+    std::vector<rtb::Index> ending;
+    for (int j = 0; j < lay.ending; ++j) ending.push_back(lay.ending_begin() + j);
+    // The true ending (read from the condition, one slot per character after the state) is injected
+    // aligned with the generated lookahead, next to the middle, so one convolution carries it to the
+    // span being infilled.
+    rtb::Model prior(Net(rtb::TokenConv<S>({.length = lay.length(),
+                                            .vocab = infill::kVocab,
+                                            .embed = 16,
+                                            .channels = 32,
+                                            .kernel = 3,
+                                            .harmonics = 16,
+                                            .condition = ending,
+                                            .condition_shift = lay.lookahead,
+                                            .seed = o.seed}),
+                         lay));
 
     // 1. Fit the prior: windows of training sentences, the beginning fixed, the middle inside the
     //    sentence (as in the task), so the prior never learns to end a sentence mid-span.
@@ -259,14 +246,14 @@ int main(int argc, char** argv) {
       std::printf("fitting the prior: %lld iterations of 256 windows\n", static_cast<long long>(pc.iterations));
       rtb::fit_prior(
           fit_process, prior,
-          [&](rtb::MatrixView<Tok> x, std::int64_t it) {
+          [&](rtb::MatrixView<Tok> x, rtb::MatrixView<Tok> c, std::int64_t it) {
             const rtb::math::NoiseKey key{o.seed, rtb::math::Stream::Data, static_cast<std::uint64_t>(it)};
             for (rtb::Index r = 0; r < x.rows(); ++r) {
               const auto& s = corpus.train[static_cast<std::size_t>(rtb::math::uniform<double>(key, r, 0, 0) *
                                                                     static_cast<double>(corpus.train.size()))];
               const int last = std::max(1, static_cast<int>(s.size()) - lay.middle);  // a in [1, n − M]
               const int a = 1 + static_cast<int>(rtb::math::uniform<double>(key, r, 1, 0) * static_cast<double>(last));
-              infill::fill_row(lay, s, std::min(a, last), rtb::row_ptr(x, r));
+              infill::fill_row(lay, s, std::min(a, last), rtb::row_ptr(x, r), rtb::row_ptr(c, r));
             }
           },
           pc,
@@ -280,9 +267,9 @@ int main(int argc, char** argv) {
     const double prior_secs = seconds_since(t_prior);
 
     // 2. Fine-tune with RTB, amortised over (beginning, ending) pairs of training sentences.
-    const EndingLikelihood reward{&lm, lay};
+    const infill::EndingLikelihood reward{&lm, lay};
     const rtb::Index B = o.groups * o.group_size;
-    rtb::RelativeTrajectoryBalance<Process, Net, EndingLikelihood, rtb::RelativeVarGrad> trainer(
+    rtb::RelativeTrajectoryBalance<Process, Net, infill::EndingLikelihood, rtb::RelativeVarGrad> trainer(
         process, prior, reward,
         rtb::Config{.batch_size = B,
                     .learning_rate = o.lr,
@@ -294,7 +281,7 @@ int main(int argc, char** argv) {
                     .seed = o.seed});
     // The posterior starts as the prior's native infiller: the prior's weights, reading the ending's
     // first characters as revealed lookahead (infill_net.hpp). The residual's prior is unchanged.
-    trainer.posterior().reads_ending = !o.start_from_prior;
+    trainer.posterior().net().reads_ending = !o.start_from_prior;
     std::vector<Example> train_tasks;
     for (const auto& s : corpus.train) {
       const auto splits = infill::task_splits(lay, s.size());
@@ -312,9 +299,8 @@ int main(int argc, char** argv) {
       for (rtb::Index g = 0; g < o.groups; ++g)
         batch[static_cast<std::size_t>(g)] = train_tasks[static_cast<std::size_t>(
             rtb::math::uniform<double>(key, g, 0, 0) * static_cast<double>(train_tasks.size()))];
-      const auto ctx = contexts(batch, o.group_size, lay);
-      trainer.process().set_context(rtb::ConstMatrixView<Tok>(ctx.data(), ctx.rows(), ctx.cols()));
-      const rtb::StepStats st = trainer.step();
+      const auto cond = conditions(batch, o.group_size, lay);
+      const rtb::StepStats st = trainer.step(rtb::ConstMatrixView<Tok>(cond.data(), cond.rows(), cond.cols()));
       if (!st.from_prior) {
         curve_log_r.push_back(st.mean_log_r);
         curve_ratio.push_back(st.mean_log_ratio);
@@ -340,15 +326,11 @@ int main(int argc, char** argv) {
       eval.push_back({&corpus.held_out[i], splits[static_cast<std::size_t>(rtb::math::uniform<double>(ekey, i, 0, 0) *
                                                                            static_cast<double>(splits.size()))]});
     }
-    const auto ctx = contexts(eval, o.eval_samples, lay);
-    const rtb::ConstMatrixView<Tok> ctx_view(ctx.data(), ctx.rows(), ctx.cols());
-    const rtb::Index n = ctx.rows();
-
-    both_ends.set_context(ctx_view);
-    trainer.process().set_context(ctx_view);
+    const auto cond = conditions(eval, o.eval_samples, lay);
+    const rtb::ConstMatrixView<Tok> cond_view(cond.data(), cond.rows(), cond.cols());
     struct Run {
       const char* method;
-      rtb::RowMatrix<Tok> x;
+      rtb::Samples<Tok> x;
       double seconds;
     };
     std::vector<Run> runs;
@@ -359,13 +341,13 @@ int main(int argc, char** argv) {
     };
     timed(
         "rtb",
-        [&] { return rtb::sample_end_states(trainer.process(), trainer.posterior(), n, o.seed + 11, o.threads); },
+        [&] { return rtb::sample_end_states(trainer.process(), trainer.posterior(), cond_view, o.seed + 11, o.threads); },
         prior_secs + rtb_secs);
     timed(
-        "prior", [&] { return rtb::sample_end_states(trainer.process(), prior, n, o.seed + 11, o.threads); },
+        "prior", [&] { return rtb::sample_end_states(trainer.process(), prior, cond_view, o.seed + 11, o.threads); },
         prior_secs);
     timed(
-        "prior_both_ends", [&] { return rtb::sample_end_states(both_ends, prior, n, o.seed + 11, o.threads); },
+        "prior_both_ends", [&] { return rtb::sample_end_states(both_ends, prior, cond_view, o.seed + 11, o.threads); },
         prior_secs);
 
     std::printf("\nsample infills (beginning [middle] ending), held-out sentences:\n");
@@ -378,7 +360,7 @@ int main(int argc, char** argv) {
               .c_str());
       for (const Run& r : runs)
         for (rtb::Index j = 0; j < 2; ++j) {
-          const Tok* row = rtb::row_ptr(r.x, static_cast<rtb::Index>(e) * o.eval_samples + j);
+          const Tok* row = &r.x(static_cast<std::size_t>(e * static_cast<std::size_t>(o.eval_samples) + static_cast<std::size_t>(j)), 0);
           std::printf("  %-16s %s[%s]%s\n", r.method, infill::render(s.data(), eval[e].split).c_str(),
                       infill::render(row + lay.middle_begin(), lay.middle).c_str(),
                       infill::render(s.data() + eval[e].split + lay.middle,
@@ -388,7 +370,7 @@ int main(int argc, char** argv) {
     }
     std::printf("\n");
     std::vector<Metrics> metrics;
-    for (const Run& r : runs) metrics.push_back(evaluate(r.x, eval, o.eval_samples, lay, lm, reward));
+    for (const Run& r : runs) metrics.push_back(evaluate(r.x, cond, eval, o.eval_samples, lay, lm, reward));
     // Paired by held-out example (the same sentences for every method), the difference to the prior
     // alone has a smaller standard error than either mean.
     auto paired = [](const std::vector<double>& a, const std::vector<double>& b) {
@@ -424,11 +406,12 @@ int main(int argc, char** argv) {
     if (o.is_samples > 0) {
       const auto t_is = Clock::now();
       const rtb::Index K = o.is_samples;
-      const auto ctx_is = contexts(eval, K, lay);
-      trainer.process().set_context(rtb::ConstMatrixView<Tok>(ctx_is.data(), ctx_is.rows(), ctx_is.cols()));
-      const auto x = rtb::sample_end_states(trainer.process(), prior, ctx_is.rows(), o.seed + 13, o.threads);
+      const auto cond_is = conditions(eval, K, lay);
+      const rtb::ConstMatrixView<Tok> cond_is_view(cond_is.data(), cond_is.rows(), cond_is.cols());
+      const auto samples = rtb::sample_end_states(trainer.process(), prior, cond_is_view, o.seed + 13, o.threads);
+      const auto x = rtb::view_of(samples);
       std::vector<S> lr(static_cast<std::size_t>(x.rows()));
-      reward.log_reward(rtb::ConstMatrixView<Tok>(x.data(), x.rows(), x.cols()), lr);
+      reward.log_reward(x, cond_is_view, lr);
       double log_r = 0, bleu = 0, ess = 0;
       std::vector<double> w(static_cast<std::size_t>(K));
       for (std::size_t e = 0; e < eval.size(); ++e) {

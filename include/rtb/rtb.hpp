@@ -1,16 +1,22 @@
 // SPDX-License-Identifier: Apache-2.0
 #pragma once
 /// \file
-/// Umbrella header: everything of rtb's CPU library.
+/// Umbrella header: everything of rtb's core CPU library. Example tooling (BLEU, Kneser–Ney,
+/// PNG and chart drawing) is opt-in: rtb/extras.hpp.
 
-#include "rtb/config.hpp"
+#include "rtb/base.hpp"
 #include "rtb/error.hpp"
+#include "rtb/samples.hpp"
+#include "rtb/space.hpp"
 
 #include "rtb/concepts/denoiser.hpp"
 #include "rtb/concepts/noise_process.hpp"
+#include "rtb/concepts/reduction.hpp"
 #include "rtb/concepts/reward.hpp"
+#include "rtb/concepts/step.hpp"
 
 #include "rtb/math/activations.hpp"
+#include "rtb/math/adam.hpp"
 #include "rtb/math/categorical.hpp"
 #include "rtb/math/gaussian.hpp"
 #include "rtb/math/logsumexp.hpp"
@@ -25,6 +31,7 @@
 #include "rtb/net/embedding.hpp"
 #include "rtb/net/linear.hpp"
 #include "rtb/net/mlp.hpp"
+#include "rtb/net/model.hpp"
 #include "rtb/net/parameters.hpp"
 #include "rtb/net/pis_mlp.hpp"
 #include "rtb/net/time_embedding.hpp"
@@ -33,7 +40,6 @@
 
 #include "rtb/reward/function.hpp"
 #include "rtb/reward/gaussian_mixture.hpp"
-#include "rtb/reward/kneser_ney.hpp"
 
 #include "rtb/objective/reinforce_kl.hpp"
 #include "rtb/objective/relative_tb.hpp"
@@ -51,8 +57,5 @@
 
 #include "rtb/eval/log_partition.hpp"
 #include "rtb/eval/mode_coverage.hpp"
-#include "rtb/eval/text_metrics.hpp"
 
 #include "rtb/io/npy.hpp"
-#include "rtb/io/draw.hpp"
-#include "rtb/io/png.hpp"

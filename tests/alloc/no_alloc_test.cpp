@@ -49,8 +49,8 @@ void free(void* p) { __libc_free(p); }
 
 TEST_CASE("no heap allocation inside step() after the first call") {
   using S = float;
-  const rtb::GaussianProcess<S> process(2, 50, 5.0f);
-  const rtb::PisMlp<S> prior({.dim = 2, .seed = 1, .zero_init_last = false});
+  const rtb::GaussianProcess<S> process(2, 50, 5.0f, rtb::GaussianHead::MeanAndLogVariance);
+  const rtb::Model prior(rtb::PisMlp<S>({.dim = 2, .seed = 1, .zero_init_last = false}));
   rtb::MixtureRatioReward<S> reward(rtb::GaussianMixture<S>::posterior9(), rtb::GaussianMixture<S>::grid25());
   for (double step_fraction : {1.0, 0.3}) {
     CAPTURE(step_fraction);
@@ -76,22 +76,25 @@ TEST_CASE("no heap allocation inside step() after the first call") {
 // Counts operator new only: Eigen's GEMM takes its packing buffers from malloc (not counted here)
 // once they exceed EIGEN_STACK_ALLOCATION_LIMIT, which both nets' products do at 128 rows.
 TEST_CASE("token denoisers: forward, backward and inference allocate nothing at the infill example's sizes") {
-  const rtb::Index L = 44, V = 33, rows = 128;
+  const rtb::Index L = 32, Lc = 12, V = 33, rows = 128;
   std::vector<rtb::Index> condition;
-  for (rtb::Index j = 32; j < L; ++j) condition.push_back(j);
-  rtb::RowMatrix<std::int32_t> x(rows, L);
+  for (rtb::Index j = 0; j < Lc; ++j) condition.push_back(j);
+  rtb::RowMatrix<std::int32_t> x(rows, L), c(rows, Lc);
   for (rtb::Index i = 0; i < x.size(); ++i) x.data()[i] = static_cast<std::int32_t>((i * 7) % (V + 1));
+  for (rtb::Index i = 0; i < c.size(); ++i) c.data()[i] = static_cast<std::int32_t>((i * 5) % V);
   rtb::RowMatrix<float> out(rows, L * V), d_out = rtb::RowMatrix<float>::Constant(rows, L * V, 0.01f);
   auto check = [&](const auto& net) {
-    std::vector<float> grad(static_cast<std::size_t>(net.num_params()));
-    auto ctx = net.make_context(rows);
-    const rtb::ConstMatrixView<std::int32_t> xv(x.data(), rows, L);
+    const rtb::Model model(net);
+    std::vector<float> grad(static_cast<std::size_t>(model.num_params()));
+    auto ctx = model.make_context(rows);
+    const rtb::Step<std::int32_t, float> s{rtb::ConstMatrixView<std::int32_t>(x.data(), rows, L),
+                                           rtb::ConstMatrixView<std::int32_t>(c.data(), rows, Lc), 3, 0.5f, 0};
     rtb::MatrixView<float> ov(out.data(), rows, L * V);
     const long before = g_allocations.load();
-    net.forward(xv, 0.5f, ov, ctx);
-    net.backward(ctx, rtb::ConstMatrixView<float>(d_out.data(), rows, L * V), std::span<float>(grad),
-                 rtb::GradientMode::Overwrite);
-    net.inference(xv, 0.25f, ov, ctx);
+    model.forward(s, ov, ctx);
+    model.backward(ctx, rtb::ConstMatrixView<float>(d_out.data(), rows, L * V), std::span<float>(grad),
+                   rtb::GradientMode::Overwrite);
+    model.inference(s, ov, ctx);
     CHECK(g_allocations.load() - before == 0);
   };
   check(rtb::TokenConv<float>({.length = L, .vocab = V, .channels = 32, .condition = condition, .seed = 1}));

@@ -4,8 +4,9 @@
 #include <rtb/rtb.hpp>
 
 int main() {
-  rtb::GaussianProcess<float> process(/*dim=*/2, /*num_steps=*/20);
-  rtb::PisMlp<float> prior({.dim = 2, .hidden = 16, .harmonics = 8});
+  rtb::GaussianProcess<float> process(/*dim=*/2, /*num_steps=*/20, /*variance_per_unit_time=*/5.0f,
+                                      rtb::GaussianHead::MeanAndLogVariance);
+  rtb::Model prior(rtb::PisMlp<float>({.dim = 2, .hidden = 16, .harmonics = 8}));
   auto reward = rtb::make_reward([](std::span<const float> x) { return -0.5f * (x[0] * x[0] + x[1] * x[1]); });
   rtb::RelativeTrajectoryBalance trainer(process, prior, reward, rtb::Config{.batch_size = 32, .threads = 1});
   const auto stats = trainer.train(3);

@@ -21,13 +21,15 @@
 #include <vector>
 
 #include "../../examples/infill/infill_net.hpp"
+#include "../../examples/infill/reward.hpp"
 #include "../../examples/infill/text.hpp"
 #include "../test_util.hpp"
 
 namespace {
 
 using rtb_test::fnv1a;
-using rtb_test::hash_of;
+
+using rtb_test::trained_hash;
 
 /// What a run produced, printed so a re-pin is a copy and paste.
 struct Golden {
@@ -65,8 +67,8 @@ Golden run_gmm2d() {
   const std::uint64_t seed = 12345;
   const auto grid = rtb::GaussianMixture<S>::grid25();
   const auto target = rtb::GaussianMixture<S>::posterior9();
-  const rtb::GaussianProcess<S> process(2, 100, 5.0f);
-  rtb::PisMlp<S> prior({.dim = 2, .seed = seed});
+  const rtb::GaussianProcess<S> process(2, 100, 5.0f, rtb::GaussianHead::MeanAndLogVariance);
+  rtb::Model prior(rtb::PisMlp<S>({.dim = 2, .seed = seed}));
   const rtb::PriorFitConfig pc{.batch_size = 500,
                                .iterations = 300,
                                .learning_rate = 1e-2,
@@ -81,7 +83,7 @@ Golden run_gmm2d() {
       },
       pc);
   Golden g;
-  g.prior = hash_of(std::span<const S>(prior.params()));
+  g.prior = trained_hash(prior);
   const std::int64_t n = 2500;
   rtb::Config cfg{.batch_size = 500,
                   .learning_rate = 5e-3,
@@ -91,9 +93,9 @@ Golden run_gmm2d() {
                   .seed = seed};
   rtb::RelativeTrajectoryBalance trainer(process, prior, rtb::MixtureRatioReward<S>(target, grid), cfg);
   const rtb::StepStats st = trainer.train(50);
-  g.posterior = hash_of(std::span<const S>(trainer.posterior().params()));
+  g.posterior = trained_hash(trainer.posterior());
   g.loss = st.loss;
-  g.log_z = st.log_z;
+  g.log_z = st.learned_log_z;
   g.mean_log_r = st.mean_log_r;
   g.mean_log_ratio = st.mean_log_ratio;
   g.grad_norm = st.grad_norm;
@@ -128,27 +130,6 @@ std::vector<std::vector<Tok>> synthetic_corpus(std::size_t count) {
   return out;
 }
 
-/// The example's reward: log p_KN(ending, '$' | prefix window + middle), read from the state row.
-struct EndingLikelihood {
-  const rtb::KneserNeyLM* lm;
-  infill::Layout lay;
-  void log_reward(rtb::ConstMatrixView<Tok> x, std::span<float> out) const {
-    std::vector<Tok> seq;
-    for (rtb::Index i = 0; i < x.rows(); ++i) {
-      const Tok* row = rtb::row_ptr(x, i);
-      seq.assign(row, row + lay.lookahead_begin());
-      double lp = 0;
-      for (int j = 0; j < lay.ending; ++j) {
-        const Tok w = row[lay.condition_begin() + j];
-        lp += lm->log_prob(seq, w);
-        if (w == infill::kEos) break;
-        seq.push_back(w);
-      }
-      out[static_cast<std::size_t>(i)] = static_cast<float>(lp);
-    }
-  }
-};
-
 Golden run_infill() {
   using S = float;
   using Process = rtb::MaskedCategoricalProcess<S>;
@@ -167,29 +148,29 @@ Golden run_infill() {
     for (int j = from; j < to; ++j) g[static_cast<std::size_t>(j)] = 1;
     return g;
   };
-  std::vector<rtb::Index> lookahead, condition;
-  for (int j = lay.lookahead_begin(); j < lay.condition_begin(); ++j) lookahead.push_back(j);
-  for (int j = lay.condition_begin(); j < lay.length(); ++j) condition.push_back(j);
+  std::vector<rtb::Index> lookahead, ending;
+  for (int j = lay.lookahead_begin(); j < lay.length(); ++j) lookahead.push_back(j);
+  for (int j = 0; j < lay.ending; ++j) ending.push_back(lay.ending_begin() + j);
   const rtb::Index steps = 12;
   const Process fit_process({.length = lay.length(),
                              .vocab = infill::kVocab,
                              .num_steps = steps,
-                             .generated = columns(lay.middle_begin(), lay.condition_begin())});
+                             .generated = columns(lay.middle_begin(), lay.length())});
   const Process process({.length = lay.length(),
                          .vocab = infill::kVocab,
                          .num_steps = steps,
                          .generated = columns(lay.middle_begin(), lay.lookahead_begin()),
                          .masked = lookahead});
-  Net prior(rtb::TokenConv<S>({.length = lay.length(),
-                               .vocab = infill::kVocab,
-                               .embed = 16,
-                               .channels = 32,
-                               .kernel = 3,
-                               .harmonics = 16,
-                               .condition = condition,
-                               .condition_shift = lay.lookahead,
-                               .seed = seed}),
-            lay);
+  rtb::Model prior(Net(rtb::TokenConv<S>({.length = lay.length(),
+                                          .vocab = infill::kVocab,
+                                          .embed = 16,
+                                          .channels = 32,
+                                          .kernel = 3,
+                                          .harmonics = 16,
+                                          .condition = ending,
+                                          .condition_shift = lay.lookahead,
+                                          .seed = seed}),
+                       lay));
   const rtb::PriorFitConfig pc{.batch_size = 256,
                                .iterations = 60,
                                .learning_rate = 8e-3,
@@ -200,23 +181,23 @@ Golden run_infill() {
                                .seed = seed};
   rtb::fit_prior(
       fit_process, prior,
-      [&](rtb::MatrixView<Tok> x, std::int64_t it) {
+      [&](rtb::MatrixView<Tok> x, rtb::MatrixView<Tok> c, std::int64_t it) {
         const rtb::math::NoiseKey key{seed, rtb::math::Stream::Data, static_cast<std::uint64_t>(it)};
         for (rtb::Index r = 0; r < x.rows(); ++r) {
           const auto& s = corpus[static_cast<std::size_t>(rtb::math::uniform<double>(key, r, 0, 0) *
                                                           static_cast<double>(corpus.size()))];
           const int last = std::max(1, static_cast<int>(s.size()) - lay.middle);
           const int a = 1 + static_cast<int>(rtb::math::uniform<double>(key, r, 1, 0) * static_cast<double>(last));
-          infill::fill_row(lay, s, std::min(a, last), rtb::row_ptr(x, r));
+          infill::fill_row(lay, s, std::min(a, last), rtb::row_ptr(x, r), rtb::row_ptr(c, r));
         }
       },
       pc);
   Golden g;
-  g.prior = hash_of(std::span<const S>(prior.params()));
+  g.prior = trained_hash(prior);
 
   const rtb::Index groups = 16, group_size = 8, B = groups * group_size;
-  rtb::RelativeTrajectoryBalance<Process, Net, EndingLikelihood, rtb::RelativeVarGrad> trainer(
-      process, prior, EndingLikelihood{&lm, lay},
+  rtb::RelativeTrajectoryBalance<Process, Net, infill::EndingLikelihood, rtb::RelativeVarGrad> trainer(
+      process, prior, infill::EndingLikelihood{&lm, lay},
       rtb::Config{.batch_size = B,
                   .learning_rate = 5e-4,
                   .group_size = group_size,
@@ -225,7 +206,7 @@ Golden run_infill() {
                   .threads = 2,
                   .block_rows = B / 2,
                   .seed = seed});
-  trainer.posterior().reads_ending = true;
+  trainer.posterior().net().reads_ending = true;
   struct Task {
     const std::vector<Tok>* s;
     int a;
@@ -234,11 +215,12 @@ Golden run_infill() {
   for (const auto& s : corpus)
     for (int a : infill::task_splits(lay, s.size())) tasks.push_back({&s, a});
   REQUIRE(tasks.size() > 100);
-  auto contexts = [&](const std::vector<Task>& batch, rtb::Index k) {
-    rtb::RowMatrix<Tok> c(static_cast<rtb::Index>(batch.size()) * k, lay.length());
+  rtb::RowMatrix<Tok> scratch(1, lay.length());
+  auto conditions = [&](const std::vector<Task>& batch, rtb::Index k) {
+    rtb::RowMatrix<Tok> c(static_cast<rtb::Index>(batch.size()) * k, lay.condition_length());
     for (std::size_t e = 0; e < batch.size(); ++e)
       for (rtb::Index j = 0; j < k; ++j)
-        infill::fill_row(lay, *batch[e].s, batch[e].a, rtb::row_ptr(c, static_cast<rtb::Index>(e) * k + j));
+        infill::fill_row(lay, *batch[e].s, batch[e].a, scratch.data(), rtb::row_ptr(c, static_cast<rtb::Index>(e) * k + j));
     return c;
   };
   rtb::StepStats st;
@@ -248,23 +230,28 @@ Golden run_infill() {
     for (rtb::Index k = 0; k < groups; ++k)
       batch[static_cast<std::size_t>(k)] =
           tasks[static_cast<std::size_t>(rtb::math::uniform<double>(key, k, 0, 0) * static_cast<double>(tasks.size()))];
-    const auto ctx = contexts(batch, group_size);
-    trainer.process().set_context(rtb::ConstMatrixView<Tok>(ctx.data(), ctx.rows(), ctx.cols()));
-    st = trainer.step();
+    const auto c = conditions(batch, group_size);
+    st = trainer.step(rtb::ConstMatrixView<Tok>(c.data(), c.rows(), c.cols()));
   }
-  g.posterior = hash_of(std::span<const S>(trainer.posterior().params()));
+  g.posterior = trained_hash(trainer.posterior());
   g.loss = st.loss;
-  g.log_z = st.log_z;
+  g.log_z = st.learned_log_z;
   g.mean_log_r = st.mean_log_r;
   g.mean_log_ratio = st.mean_log_ratio;
   g.grad_norm = st.grad_norm;
-  // Evaluation as the example does it: 32 held-out-like tasks × 4 samples under the posterior.
+  // Evaluation as the example does it: 32 tasks × 4 samples under the posterior.
   std::vector<Task> eval(tasks.begin(), tasks.begin() + 32);
-  const auto ctx = contexts(eval, 4);
-  trainer.process().set_context(rtb::ConstMatrixView<Tok>(ctx.data(), ctx.rows(), ctx.cols()));
-  const auto x = rtb::sample_end_states(trainer.process(), trainer.posterior(), ctx.rows(), seed + 11, 2);
-  g.samples = fnv1a(x.data(), sizeof(Tok) * static_cast<std::size_t>(x.size()));
-  const auto e = trainer.evaluate(ctx.rows(), seed + 12);
+  const auto c = conditions(eval, 4);
+  const rtb::ConstMatrixView<Tok> cv(c.data(), c.rows(), c.cols());
+  const auto x = rtb::sample_end_states(trainer.process(), trainer.posterior(), cv, seed + 11, 2);
+  // The pinned commit's rows also held the ending (12 columns after the lookahead); hash what it saw.
+  rtb::RowMatrix<Tok> old_rows(x.shape(0), lay.length() + lay.ending);
+  for (rtb::Index r = 0; r < old_rows.rows(); ++r) {
+    std::copy_n(&x(r, 0), lay.length(), &old_rows(r, 0));
+    std::copy_n(&c(r, lay.ending_begin()), lay.ending, &old_rows(r, lay.length()));
+  }
+  g.samples = fnv1a(old_rows.data(), sizeof(Tok) * static_cast<std::size_t>(old_rows.size()));
+  const auto e = trainer.evaluate(cv, seed + 12);
   g.log_z_is = e.log_partition.log_z_is;
   g.ess = e.log_partition.ess;
   g.eval_mean_log_r = e.mean_log_r;

@@ -44,10 +44,9 @@ TEST_CASE("double GELU derivative equals central differences") {
   CHECK(rtb::math::gelu(1.0) == doctest::Approx(0.8413447460685429));  // Φ(1)
 }
 
-TEST_CASE("logsumexp and logaddexp are stable") {
+TEST_CASE("logsumexp is stable") {
   const double v[3] = {1000.0, 1000.0, -std::numeric_limits<double>::infinity()};
   CHECK(rtb::math::logsumexp(v, 3) == doctest::Approx(1000.0 + std::log(2.0)));
-  CHECK(rtb::math::logaddexp(-1e9, 3.0) == doctest::Approx(3.0));
   const double none[1] = {-std::numeric_limits<double>::infinity()};
   CHECK(std::isinf(rtb::math::logsumexp(none, 1)));
 }

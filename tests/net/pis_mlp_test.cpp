@@ -30,26 +30,42 @@ TEST_CASE("PisMlp has the reference architecture and names and a zero-initialise
       "s_model.x_model.bias",      "joint_model.model.1.0.weight", "joint_model.model.1.0.bias",
       "joint_model.model.2.0.weight", "joint_model.model.2.0.bias", "joint_model.model.3.weight",
       "joint_model.model.3.bias"};
-  CHECK(names == expected);
+  std::vector<std::string> trained;
+  for (const auto& e : t)
+    if (e.trainable) trained.push_back(e.name);
+  CHECK(trained == expected);
+  // the reference's fixed frequencies are a buffer, stored with the weights: linspace(0.1, 100, 64)
+  const auto* pe = net.layout().find("t_model.pe");
+  REQUIRE(pe != nullptr);
+  CHECK(!pe->trainable);
+  CHECK(pe->shape == std::vector<rtb::Index>{1, 64});
+  rtb::Model model(net);
+  CHECK(model.params()[static_cast<std::size_t>(pe->offset)] == 0.1f);
+  CHECK(model.params()[static_cast<std::size_t>(pe->offset + 63)] == 100.0f);
   CHECK(net.layout().find("t_model.t_model.0.weight")->shape == std::vector<rtb::Index>{64, 128});
   CHECK(net.layout().find("joint_model.model.3.weight")->shape == std::vector<rtb::Index>{4, 64});
-  CHECK(net.num_params() == 64 + (128 * 64 + 64) + (64 * 64 + 64) + (2 * 64 + 64) + 2 * (64 * 64 + 64) + (64 * 4 + 4));
+  CHECK(net.num_params() ==
+        2 * 64 + (128 * 64 + 64) + (64 * 64 + 64) + (2 * 64 + 64) + 2 * (64 * 64 + 64) + (64 * 4 + 4));
   // zero-initialised last layer: a fresh net outputs exactly 0 (zero drift)
   rtb::RowMatrix<float> x(3, 2), out(3, 4);
   rtb_test::fill_normal<float>(rtb::MatrixView<float>(x.data(), 3, 2), 1);
-  auto ctx = net.make_context(3);
-  net.inference(rtb::ConstMatrixView<float>(x.data(), 3, 2), 0.3f, rtb::MatrixView<float>(out.data(), 3, 4), ctx);
+  auto ctx = model.make_context(3);
+  model.inference(rtb_test::step_at(rtb::ConstMatrixView<float>(x.data(), 3, 2), 0.3f),
+                  rtb::MatrixView<float>(out.data(), 3, 4), ctx);
   CHECK(out.cwiseAbs().maxCoeff() == 0.0f);
+  // without the reference's log-variance head the output is the mean alone
+  CHECK(rtb::PisMlp<float>({.log_variance_head = false}).output_dim() == 2);
 }
 
 TEST_CASE("inference and forward give identical outputs and Accumulate adds where Overwrite replaces") {
-  rtb::PisMlp<float> net({.hidden = 16, .harmonics = 8, .seed = 2, .zero_init_last = false});
+  rtb::Model net(rtb::PisMlp<float>({.hidden = 16, .harmonics = 8, .seed = 2, .zero_init_last = false}));
   rtb::RowMatrix<float> x(7, 2), a(7, 4), b(7, 4), d(7, 4);
   rtb_test::fill_normal<float>(rtb::MatrixView<float>(x.data(), 7, 2), 3, 3.0);
   rtb_test::fill_normal<float>(rtb::MatrixView<float>(d.data(), 7, 4), 4);
   auto c1 = net.make_context(8), c2 = net.make_context(8);
-  net.inference(rtb::ConstMatrixView<float>(x.data(), 7, 2), 0.6f, rtb::MatrixView<float>(a.data(), 7, 4), c1);
-  net.forward(rtb::ConstMatrixView<float>(x.data(), 7, 2), 0.6f, rtb::MatrixView<float>(b.data(), 7, 4), c2);
+  const auto s = rtb_test::step_at(rtb::ConstMatrixView<float>(x.data(), 7, 2), 0.6f);
+  net.inference(s, rtb::MatrixView<float>(a.data(), 7, 4), c1);
+  net.forward(s, rtb::MatrixView<float>(b.data(), 7, 4), c2);
   CHECK((a - b).cwiseAbs().maxCoeff() == 0.0f);
   std::vector<float> g1(static_cast<std::size_t>(net.num_params()), 5.0f), g2 = g1;
   net.backward(c2, rtb::ConstMatrixView<float>(d.data(), 7, 4), std::span<float>(g1), rtb::GradientMode::Overwrite);

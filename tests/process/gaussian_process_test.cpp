@@ -25,7 +25,7 @@ TEST_CASE("Gaussian step log-density equals the closed form with constants inclu
   rtb_test::fill_normal<double>(mv(xn), 2);
   rtb_test::fill_normal<double>(mv(out), 3, 4.0);
   std::vector<double> acc(4, 10.0);  // accumulates on top of what is there
-  p.log_prob_step(cv(x), cv(xn), cv(out), 7, acc.data());
+  p.log_prob_step(rtb_test::at<double>(cv(x), 7), cv(xn), cv(out), std::span<double>(acc));
   const double dt = 1.0 / 50, var = dt * 5.0;
   for (int r = 0; r < 4; ++r) {
     double expected = 10.0;
@@ -38,18 +38,18 @@ TEST_CASE("Gaussian step log-density equals the closed form with constants inclu
 }
 
 TEST_CASE("d log p / d out matches central differences and the variance half gets zero") {
-  const rtb::GaussianProcess<double> p(2, 20, 3.0);
+  const rtb::GaussianProcess<double> p(2, 20, 3.0, rtb::GaussianHead::MeanAndLogVariance);
   M x(3, 2), xn(3, 2), out(3, 4), d_out(3, 4);
   rtb_test::fill_normal<double>(mv(x), 4);
   rtb_test::fill_normal<double>(mv(xn), 5);
   rtb_test::fill_normal<double>(mv(out), 6, 3.0);
   const double w[3] = {0.5, -2.0, 1.0};
-  p.d_log_prob_d_output(cv(x), cv(xn), cv(out), 3, w, mv(d_out));
+  p.d_log_prob_d_output(rtb_test::at<double>(cv(x), 3), cv(xn), cv(out), std::span<const double>(w), mv(d_out));
   std::vector<double> flat(out.data(), out.data() + out.size());
   auto f = [&] {
     M o = Eigen::Map<M>(flat.data(), 3, 4);
     std::vector<double> acc(3, 0.0);
-    p.log_prob_step(cv(x), cv(xn), cv(o), 3, acc.data());
+    p.log_prob_step(rtb_test::at<double>(cv(x), 3), cv(xn), cv(o), std::span<double>(acc));
     return w[0] * acc[0] + w[1] * acc[1] + w[2] * acc[2];
   };
   const auto numeric = rtb_test::numeric_gradient(flat, f);
@@ -70,7 +70,7 @@ TEST_CASE("forward sampling has mean x + dt·mu and variance dt·sigma^2 + explo
     out(r, 1) = 0.0;
   }
   for (double expl : {0.0, 0.3}) {
-    p.sample_step(cv(x), cv(out), 4, expl, {9, rtb::math::Stream::Rollout, 0}, 0, mv(xn));
+    p.sample_step(rtb_test::at<double>(cv(x), 4), cv(out), expl, {9, rtb::math::Stream::Rollout, 0}, mv(xn));
     const double var = 0.1 * 5.0 + expl * expl;
     for (int d = 0; d < 2; ++d) {
       const double mean = x(0, d) + 0.1 * out(0, d);
@@ -90,10 +90,10 @@ TEST_CASE("zero drift from x0 = 0 ends exactly at N(0 sigma^2 I)") {
   const int T = 25, n = 20000;
   const rtb::GaussianProcess<double> p(2, T, sigma2);
   M x(n, 2), xn(n, 2), out = M::Zero(n, 4);
-  p.initial_state(mv(x), 0);
+  p.initial_state(rtb::Rows<double>{}, {}, mv(x));
   CHECK(x.cwiseAbs().maxCoeff() == 0.0);
   for (int t = 0; t < T; ++t) {
-    p.sample_step(cv(x), cv(out), t, 0.0, {3, rtb::math::Stream::Rollout, 0}, 0, mv(xn));
+    p.sample_step(rtb_test::at<double>(cv(x), t), cv(out), 0.0, {3, rtb::math::Stream::Rollout, 0}, mv(xn));
     std::swap(x, xn);
   }
   for (int d = 0; d < 2; ++d) {
@@ -111,8 +111,8 @@ TEST_CASE("backward kernel is the Brownian bridge pinned at 0") {
   x.setConstant(2.0);  // x_T = 2 for every row
   std::vector<double> log_pb(n, 0.0);
   for (int t = T - 1; t >= 5; --t) {
-    p.sample_backward_step(cv(x), t, {4, rtb::math::Stream::Backward, 0}, 0, mv(prev));
-    p.log_prob_backward_step(cv(prev), cv(x), t, log_pb.data());
+    p.sample_backward_step(rtb_test::at<double>(cv(x), t), {4, rtb::math::Stream::Backward, 0}, mv(prev));
+    p.log_prob_backward_step(rtb_test::at<double>(cv(x), t), cv(prev), std::span<double>(log_pb));
     std::swap(x, prev);
   }
   // x_5 | x_T = 2: N(s·2, sigma² s(1 − s)), s = 5/20
@@ -123,8 +123,8 @@ TEST_CASE("backward kernel is the Brownian bridge pinned at 0") {
   // step 0 is deterministic: x_0 = 0 with log-probability 0
   M x0(n, 1);
   std::vector<double> lp0(n, 0.0);
-  p.sample_backward_step(cv(x), 0, {4, rtb::math::Stream::Backward, 0}, 0, mv(x0));
-  p.log_prob_backward_step(cv(x0), cv(x), 0, lp0.data());
+  p.sample_backward_step(rtb_test::at<double>(cv(x), 0), {4, rtb::math::Stream::Backward, 0}, mv(x0));
+  p.log_prob_backward_step(rtb_test::at<double>(cv(x), 0), cv(x0), std::span<double>(lp0));
   CHECK(x0.cwiseAbs().maxCoeff() == 0.0);
   CHECK(lp0[0] == 0.0);
   CHECK(std::isfinite(log_pb[0]));
@@ -139,7 +139,7 @@ TEST_CASE("the closed-form bridge: marginal and expected log-likelihood and its 
     end(r, 0) = 1.5;
     end(r, 1) = -0.5;
   }
-  p.sample_given_end(cv(end), step, {5, rtb::math::Stream::Backward, 0}, 0, mv(x));
+  p.sample_given_end(rtb_test::at<double>(cv(end), step), {5, rtb::math::Stream::Backward, 0}, mv(x));
   const double s = 0.6, var = sigma2 * s * (1 - s);
   for (int d = 0; d < 2; ++d) {
     const double m = x.col(d).mean(), v = (x.col(d).array() - m).square().mean();
@@ -152,7 +152,7 @@ TEST_CASE("the closed-form bridge: marginal and expected log-likelihood and its 
   e1 << 1.5, -0.5;
   out << 2.0, -1.0, 0.0, 0.0;
   double expected = 0;
-  p.expected_log_prob_step(cv(x1), cv(e1), cv(out), step, &expected);
+  p.expected_log_prob_step(rtb_test::at<double>(cv(x1), step), cv(e1), cv(out), std::span<double>(&expected, 1));
   const double dt = 0.1, left = 1 - s, vb = sigma2 * dt * (left - dt) / left;
   M xs(n, 2), xr(n, 2), outr(n, 4);
   const rtb::math::NoiseKey key{6, rtb::math::Stream::User, 0};
@@ -164,7 +164,7 @@ TEST_CASE("the closed-form bridge: marginal and expected log-likelihood and its 
       xs(r, d) = x1(0, d) + dt * (e1(0, d) - x1(0, d)) / left + std::sqrt(vb) * rtb::math::normal<double>(key, r, 0, d);
     }
   std::vector<double> lp(n, 0.0);
-  p.log_prob_step(cv(xr), cv(xs), cv(outr), step, lp.data());
+  p.log_prob_step(rtb_test::at<double>(cv(xr), step), cv(xs), cv(outr), std::span<double>(lp));
   double mean = 0, sq = 0;
   for (double v : lp) mean += v / n;
   for (double v : lp) sq += (v - mean) * (v - mean) / n;
@@ -172,12 +172,12 @@ TEST_CASE("the closed-form bridge: marginal and expected log-likelihood and its 
   // gradient of the expectation vs central differences
   M d_out(1, 4);
   const double w = 1.0;
-  p.d_expected_log_prob_d_output(cv(x1), cv(e1), cv(out), step, &w, mv(d_out));
+  p.d_expected_log_prob_d_output(rtb_test::at<double>(cv(x1), step), cv(e1), cv(out), std::span<const double>(&w, 1), mv(d_out));
   std::vector<double> flat(out.data(), out.data() + 4);
   auto f = [&] {
     M o = Eigen::Map<M>(flat.data(), 1, 4);
     double acc = 0;
-    p.expected_log_prob_step(cv(x1), cv(e1), cv(o), step, &acc);
+    p.expected_log_prob_step(rtb_test::at<double>(cv(x1), step), cv(e1), cv(o), std::span<double>(&acc, 1));
     return acc;
   };
   const auto numeric = rtb_test::numeric_gradient(flat, f);
@@ -196,4 +196,16 @@ TEST_CASE("GaussianProcess rejects non-positive dimensions and steps and varianc
   } catch (const rtb::Error& e) {
     CHECK(std::string(e.what()).find("num_steps must be positive, got 0") != std::string::npos);
   }
+}
+
+TEST_CASE("the output layout is named, and the default exploration is relative to the step") {
+  const rtb::GaussianProcess<double> mean(3, 100, 5.0), reference(3, 100, 5.0, rtb::GaussianHead::MeanAndLogVariance);
+  CHECK(mean.output_dim() == 3);
+  CHECK(reference.output_dim() == 6);
+  CHECK(std::string(reference.output_layout()) == "[mean, log-variance (unused)]");
+  // √5 step standard deviations: the reference's absolute 0.5 at σ² = 5, T = 100, ...
+  CHECK(reference.default_exploration() == doctest::Approx(0.5).epsilon(1e-12));
+  // ... and the same multiple of the step at another scale (σ² = 1, T = 100: step std 0.1)
+  const rtb::GaussianProcess<double> unit(10, 100, 1.0);
+  CHECK(unit.default_exploration() / std::sqrt(unit.step_variance()) == doctest::Approx(std::sqrt(5.0)));
 }

@@ -4,9 +4,11 @@
 //   v = σ²s²/(σ² + s²),  m = y·σ²/(σ² + s²),
 //   log Z = (D/2)·log(s²/(σ² + s²)) − ‖y‖²/(2(σ² + s²)),
 // and RTB must recover all three. Tolerances are derived from the evaluation sample size n:
-// 5 standard errors (sd(mean) = √(v/n), sd(variance) = v·√(2/n)) plus the small bias of a
-// fixed-variance Euler sampler, which cannot shrink its step variance as the exact discrete
-// posterior does (≤ 1% of v here, measured by the ratio s²/(s² + σ²dt) of the last step).
+// 5 standard errors (sd(mean) = √(v/n), sd(variance) = v·√(2/n)) plus 1% of v. A fixed-variance
+// Euler sampler cannot shrink its step variance as the exact discrete posterior does; its last
+// step alone costs s²/(s² + σ²dt) ≈ 1%, and over the 20 steps the terminal variance of the
+// trained sampler sits 4–5% above v (measured with PisMlp and Mlp of several widths: 0.346–0.352
+// for v = 1/3, ESS 0.937), which the 5-standard-error term at n = 8000 (8% of v) covers.
 
 #include <doctest/doctest.h>
 
@@ -36,21 +38,22 @@ auto gaussian_reward() {
 template <class Trainer>
 void check_posterior(Trainer& trainer, const char* label, const rtb_test::Pinned& pinned) {
   CAPTURE(label);
-  rtb_test::check_pinned(label, rtb_test::hash_of(std::span<const S>(trainer.posterior().params())), trainer.log_z(),
+  rtb_test::check_pinned(label, rtb_test::trained_hash(trainer.posterior()), trainer.learned_log_z(),
                          pinned);
   const Exact exact;
   const rtb::Index n = 8000;
   const auto e = trainer.evaluate(n, 99);
+  const auto x = rtb::view_of(e.samples);
   for (int d = 0; d < 2; ++d) {
-    const double mean = e.samples.col(d).mean();
-    const double var = (e.samples.col(d).array() - mean).square().mean();
+    const double mean = x.col(d).mean();
+    const double var = (x.col(d).array() - mean).square().mean();
     CHECK(std::fabs(mean - exact.m[d]) < 5 * std::sqrt(exact.v / n) + 0.01);
     CHECK(std::fabs(var - exact.v) < 5 * exact.v * std::sqrt(2.0 / n) + 0.01 * exact.v);
   }
   // The IS estimate's standard error is sd(w)/(√n·mean(w)) = √((1/ESS − 1)/n).
   const double se = std::sqrt((1 / e.log_partition.ess - 1) / n);
   CHECK(std::fabs(e.log_partition.log_z_is - exact.log_z) < 5 * se + 0.01);
-  CHECK(std::fabs(trainer.log_z() - exact.log_z) < 0.05);
+  CHECK(std::fabs(trainer.learned_log_z() - exact.log_z) < 0.05);
   CHECK(e.log_partition.ess > 0.9);
 }
 
@@ -70,14 +73,14 @@ rtb::Config exactness_config(std::uint64_t seed) {
 }  // namespace
 
 TEST_CASE("exactness: RTB recovers the closed-form Gaussian posterior and log Z") {
-  const rtb::GaussianProcess<S> process(2, 20, kSigma2);
+  const rtb::GaussianProcess<S> process(2, 20, kSigma2, rtb::GaussianHead::MeanAndLogVariance);
   rtb::RelativeTrajectoryBalance trainer(process, zero_drift_prior(), gaussian_reward(), exactness_config(1));
   trainer.train(800);
   check_posterior(trainer, "on-policy", {0x8960b86dcced6158ull, -1.5511124504987397});
 }
 
 TEST_CASE("off-policy: exploration and replay reach the same fixed point") {
-  const rtb::GaussianProcess<S> process(2, 20, kSigma2);
+  const rtb::GaussianProcess<S> process(2, 20, kSigma2, rtb::GaussianHead::MeanAndLogVariance);
   rtb::Config cfg = exactness_config(2);
   cfg.exploration = {.initial = 0.5, .hold_until = 100, .zero_at = 400};
   cfg.replay_fraction = 0.25;

@@ -17,7 +17,7 @@ using Process = rtb::GaussianProcess<S>;
 using Net = rtb::PisMlp<S>;
 
 Net small_net(std::uint64_t seed = 3) {
-  return Net({.dim = 2, .hidden = 16, .harmonics = 8, .seed = seed, .zero_init_last = false});
+  return Net({.dim = 2, .hidden = 16, .harmonics = 8, .seed = seed, .zero_init_last = false, .log_variance_head = false});
 }
 
 auto bowl_reward() {
@@ -39,7 +39,7 @@ std::string temp_path(const char* name) { return (std::filesystem::temp_director
 template <class T>
 bool same_params(const T& a, const T& b) {
   const auto pa = a.posterior().params(), pb = b.posterior().params();
-  return std::equal(pa.begin(), pa.end(), pb.begin()) && a.log_z() == b.log_z();
+  return std::equal(pa.begin(), pa.end(), pb.begin()) && a.learned_log_z() == b.learned_log_z();
 }
 
 }  // namespace
@@ -64,7 +64,7 @@ TEST_CASE("same seed gives the same numbers and 1 and 2 threads give identical r
 
 TEST_CASE("the posterior starts as an exact copy of the prior which never changes") {
   const Process p(2, 10, 2.0f);
-  const Net prior = small_net();
+  const rtb::Model prior(small_net());
   rtb::RelativeTrajectoryBalance t(p, prior, bowl_reward(), small_config());
   CHECK(std::equal(prior.params().begin(), prior.params().end(), t.posterior().params().begin()));
   const auto s0 = t.step();
@@ -134,7 +134,7 @@ TEST_CASE("corrupted and truncated and mismatched checkpoints are rejected with 
   expect_error("cannot open");
   // a checkpoint of another architecture
   write(bytes);
-  rtb::RelativeTrajectoryBalance other(p, Net({.dim = 2, .hidden = 8, .harmonics = 8}), bowl_reward(), small_config());
+  rtb::RelativeTrajectoryBalance other(p, Net({.dim = 2, .hidden = 8, .harmonics = 8, .log_variance_head = false}), bowl_reward(), small_config());
   CHECK_THROWS_WITH_AS(other.load(path), doctest::Contains("parameters"), rtb::CheckpointError);
   std::filesystem::remove(path);
 }
@@ -195,12 +195,12 @@ TEST_CASE("log Z uses gradient descent by default and Adam on request") {
   rtb::RelativeTrajectoryBalance sgd(p, small_net(), bowl_reward(),
                                      rtb::Config{.batch_size = 8, .log_z_learning_rate = 0.5, .threads = 1});
   const auto s = sgd.step();  // log Z ← 0 − 0.5·mean δ
-  CHECK(sgd.log_z() == doctest::Approx(-0.5 * s.mean_delta).epsilon(1e-5));
+  CHECK(sgd.learned_log_z() == doctest::Approx(-0.5 * s.mean_delta).epsilon(1e-5));
   rtb::RelativeTrajectoryBalance adam(p, small_net(), bowl_reward(),
                                       rtb::Config{.batch_size = 8, .log_z_learning_rate = 0.5,
                                                   .log_z_optimizer = rtb::LogZOptimizer::Adam, .threads = 1});
   const auto a = adam.step();  // Adam's first step is lr·sign(g)
-  CHECK(adam.log_z() == doctest::Approx(a.mean_delta > 0 ? -0.5 : 0.5).epsilon(1e-5));
+  CHECK(adam.learned_log_z() == doctest::Approx(a.mean_delta > 0 ? -0.5 : 0.5).epsilon(1e-5));
 }
 
 TEST_CASE("REINFORCE+KL trains on-policy and lowers its loss on a simple reward") {
@@ -212,4 +212,76 @@ TEST_CASE("REINFORCE+KL trains on-policy and lowers its loss on a simple reward"
   const auto e = rl.evaluate(2000, 1);
   CHECK(e.mean_log_r > before + 0.2);  // moved towards the reward's mode
   CHECK(e.mean_log_ratio > 0.0);       // and away from the prior
+}
+
+TEST_CASE("the step in phases: compute_gradient changes nothing, apply_gradient completes the step") {
+  const Process p(2, 10, 2.0f);
+  rtb::RelativeTrajectoryBalance a(p, small_net(), bowl_reward(), small_config(2));
+  rtb::RelativeTrajectoryBalance b(p, small_net(), bowl_reward(), small_config(2));
+  CHECK_THROWS_AS([&] {
+    rtb::StepStats st;
+    b.apply_gradient(st);
+  }(), rtb::InvalidArgumentError);
+  for (int k = 0; k < 6; ++k) {
+    const auto sa = a.step();
+    const std::vector<S> before(b.posterior().params().begin(), b.posterior().params().end());
+    auto sb = b.compute_gradient();
+    CHECK(std::equal(before.begin(), before.end(), b.posterior().params().begin()));
+    CHECK(b.iteration() == k);
+    double norm2 = 0;
+    for (S g : b.gradient()) norm2 += static_cast<double>(g) * g;
+    CHECK(std::sqrt(norm2) == doctest::Approx(sb.grad_norm));
+    b.apply_gradient(sb);
+    CHECK(sa.loss == sb.loss);
+    CHECK(sa.learned_log_z == sb.learned_log_z);
+  }
+  CHECK(same_params(a, b));
+}
+
+namespace {
+/// Replica 0 of two that hold the same rows: every sum over replicas is twice the local one.
+struct SameRowsTwice {
+  void all_sum(std::span<double> v) const {
+    for (double& x : v) x *= 2;
+  }
+  template <class T>
+  void all_sum_gradient(std::span<T> g) const {
+    for (T& x : g) x *= 2;
+  }
+  rtb::Index row_offset(rtb::Index) const { return 0; }
+  rtb::Index replicas() const { return 2; }
+};
+}  // namespace
+
+TEST_CASE("a data-parallel reduction drops in: objectives normalise by the global count it reports") {
+  // Two replicas with identical rows form one batch of 2B rows with the same statistics: the loss,
+  // log Z and update must be exactly one process's (halving by 2n and doubling by the all-reduce
+  // are exact in binary floating point).
+  const Process p(2, 10, 2.0f);
+  rtb::RelativeTrajectoryBalance one(p, small_net(), bowl_reward(), small_config(2));
+  rtb::RelativeTrajectoryBalance<Process, Net, decltype(bowl_reward()), rtb::RelativeTB, SameRowsTwice> two(
+      p, small_net(), bowl_reward(), small_config(2));
+  for (int k = 0; k < 6; ++k) {
+    const auto s1 = one.step(), s2 = two.step();
+    CHECK(s1.loss == s2.loss);
+    CHECK(s1.mean_log_r == s2.mean_log_r);
+  }
+  CHECK(one.learned_log_z() == two.learned_log_z());
+  CHECK(std::equal(one.posterior().params().begin(), one.posterior().params().end(),
+                   two.posterior().params().begin()));
+}
+
+TEST_CASE("gradient memory is one buffer per thread, not one per block") {
+  const Process p(2, 10, 2.0f);
+  const Net paper_size({.dim = 2, .log_variance_head = false});  // the paper's widths: 25 018 parameters
+  auto workspace = [&](rtb::Index batch) {
+    rtb::RelativeTrajectoryBalance t(p, paper_size, bowl_reward(),
+                                     rtb::Config{.batch_size = batch, .threads = 2, .block_rows = 16});
+    return t.workspace_bytes();
+  };
+  const std::size_t small = workspace(256), large = workspace(512);  // 16 and 32 blocks
+  const std::size_t per_block_gradient = sizeof(S) * static_cast<std::size_t>(paper_size.num_params());
+  // 16 more blocks add per-row arrays only (a few KiB), not 16 more gradient buffers
+  CHECK(large - small < 2 * per_block_gradient);
+  MESSAGE("workspace 256 rows: ", small, " B, 512 rows: ", large, " B; one gradient: ", per_block_gradient, " B");
 }

@@ -13,7 +13,7 @@
 #include <limits>
 #include <span>
 
-#include "rtb/config.hpp"
+#include "rtb/space.hpp"
 #include "rtb/error.hpp"
 
 namespace rtb {

@@ -10,7 +10,7 @@
 #include <span>
 #include <vector>
 
-#include "rtb/config.hpp"
+#include "rtb/space.hpp"
 #include "rtb/error.hpp"
 
 namespace rtb {

@@ -9,7 +9,9 @@
 ///
 /// and loads back with the reverse. float32 and float64 files are both accepted.
 
+#include <concepts>
 #include <filesystem>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -17,15 +19,22 @@
 #include <xtensor/xarray.hpp>
 #include <xtensor/xnpy.hpp>
 
-#include "rtb/concepts/denoiser.hpp"
 #include "rtb/error.hpp"
 #include "rtb/net/parameters.hpp"
 
 namespace rtb {
 
+/// Something that holds named parameters: an rtb::Model (a net with its weights).
+template <class M>
+concept HasNamedParameters = requires(M& m, const M& cm) {
+  typename M::Scalar;
+  { cm.layout() } -> std::convertible_to<const ParameterLayout&>;
+  { m.params() } -> std::convertible_to<std::span<typename M::Scalar>>;
+  { cm.params() } -> std::convertible_to<std::span<const typename M::Scalar>>;
+};
+
 /// Writes every tensor of `net` to `<dir>/<name>.npy` (creating dir).
-template <class N>
-  requires has_parameters<N>
+template <HasNamedParameters N>
 void save_parameters(const N& net, const std::string& dir) {
   using S = typename N::Scalar;
   std::error_code ec;
@@ -46,8 +55,7 @@ void save_parameters(const N& net, const std::string& dir) {
 }
 
 /// Reads every tensor of `net` from `<dir>/<name>.npy`; checks presence and shape of each.
-template <class N>
-  requires has_parameters<N>
+template <HasNamedParameters N>
 void load_parameters(N& net, const std::string& dir) {
   using S = typename N::Scalar;
   auto params = net.params();

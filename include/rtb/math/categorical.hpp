@@ -6,7 +6,7 @@
 
 #include <cmath>
 
-#include "rtb/config.hpp"
+#include "rtb/base.hpp"
 #include "rtb/math/logsumexp.hpp"
 
 namespace rtb::math {

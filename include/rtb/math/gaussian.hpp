@@ -5,7 +5,7 @@
 
 #include <cmath>
 
-#include "rtb/config.hpp"
+#include "rtb/base.hpp"
 
 namespace rtb::math {
 
@@ -16,12 +16,6 @@ template <class T>
 RTB_HOST_DEVICE inline T gaussian_log_density(T x, T mean, T variance, T log_variance) {
   const T diff = x - mean;
   return T(-0.5) * (diff * diff / variance + T(kLog2Pi) + log_variance);
-}
-
-/// ∂/∂mean log N(x; mean, variance) = (x − mean)/variance.
-template <class T>
-RTB_HOST_DEVICE inline T gaussian_d_log_density_d_mean(T x, T mean, T variance) {
-  return (x - mean) / variance;
 }
 
 }  // namespace rtb::math

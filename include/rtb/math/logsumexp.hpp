@@ -6,7 +6,7 @@
 #include <cmath>
 #include <limits>
 
-#include "rtb/config.hpp"
+#include "rtb/base.hpp"
 
 namespace rtb::math {
 
@@ -19,14 +19,6 @@ RTB_HOST_DEVICE inline T logsumexp(const T* v, Index n, Index stride = 1) {
   T sum = T(0);
   for (Index i = 0; i < n; ++i) sum += std::exp(v[i * stride] - top);
   return top + std::log(sum);
-}
-
-/// log(e^a + e^b).
-template <class T>
-RTB_HOST_DEVICE inline T logaddexp(T a, T b) {
-  const T top = a > b ? a : b;
-  if (!(top > -std::numeric_limits<T>::infinity())) return top;
-  return top + std::log(std::exp(a - top) + std::exp(b - top));
 }
 
 }  // namespace rtb::math

@@ -9,7 +9,7 @@
 #include <cmath>
 #include <cstdint>
 
-#include "rtb/config.hpp"
+#include "rtb/base.hpp"
 
 namespace rtb::math {
 

@@ -1,13 +1,14 @@
 // SPDX-License-Identifier: Apache-2.0
 #pragma once
 /// \file
-/// The per-thread buffers of an MLP denoiser: what forward keeps for backward, and scratch.
-/// Sized once by `make_context(max_rows)`; forward, inference and backward never allocate.
+/// The per-thread buffers of rtb's MLP denoisers (Mlp, PisMlp, TokenMlp): what forward keeps for
+/// backward, and scratch. Sized once by `make_context(max_rows)`; forward, inference and backward
+/// never allocate.
 
 #include <cstdint>
 #include <vector>
 
-#include "rtb/config.hpp"
+#include "rtb/space.hpp"
 
 namespace rtb {
 
@@ -17,11 +18,13 @@ struct MlpContext {
   Index rows = 0;              ///< rows of the last forward
   const S* x = nullptr;        ///< input of the last forward (must stay alive until backward)
   const std::int32_t* tokens = nullptr;  ///< the same, for token denoisers
-  S t = 0;                     ///< conditioning time of the last forward
-  std::vector<S> trunk;        ///< activations and GELU derivatives of the trunk
-  std::vector<S> scratch;      ///< backward ping-pong buffers
-  std::vector<S> d_h0;         ///< ∂/∂(first pre-activation)
-  std::vector<S> time;         ///< the time path's features, activations and gradients
+  const std::int32_t* condition = nullptr;  ///< condition tokens of the last forward (TokenMlp)
+  const S* condition_values = nullptr;      ///< condition values of the last forward (Mlp)
+  Index condition_stride = 0;               ///< columns of the condition rows those point into
+  AlignedVector<S> trunk;      ///< activations and GELU derivatives of the trunk
+  AlignedVector<S> scratch;    ///< backward ping-pong buffers
+  AlignedVector<S> d_h0;       ///< ∂/∂(first pre-activation)
+  AlignedVector<S> time;       ///< the time path's features, activations and gradients
 
   /// Bytes held by this context.
   std::size_t bytes() const {

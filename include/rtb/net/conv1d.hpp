@@ -24,9 +24,9 @@
 #include <cstdint>
 #include <string>
 
-#include "rtb/config.hpp"
+#include "rtb/space.hpp"
 #include "rtb/net/gemm.hpp"
-#include "rtb/math/philox.hpp"
+#include "rtb/net/init.hpp"
 #include "rtb/net/parameters.hpp"
 
 namespace rtb {
@@ -112,8 +112,8 @@ class Conv1d {
   template <class S>
   void init_default(S* params, std::uint64_t seed, std::uint32_t layer_id) const {
     const S bound = S(1) / std::sqrt(static_cast<S>(in_ * k_));
-    fill_uniform(params + w_, out_ * in_ * k_, bound, seed, layer_id, 0);
-    if (b_ >= 0) fill_uniform(params + b_, out_, bound, seed, layer_id, 1);
+    detail::fill_uniform(params + w_, out_ * in_ * k_, bound, seed, kInitTag, layer_id, 0);
+    if (b_ >= 0) detail::fill_uniform(params + b_, out_, bound, seed, kInitTag, layer_id, 1);
   }
 
   /// W = 0 and b = `bias` (a zero-initialised branch).
@@ -164,12 +164,7 @@ class Conv1d {
       }
   }
 
-  template <class S>
-  static void fill_uniform(S* p, Index n, S bound, std::uint64_t seed, std::uint32_t layer_id, std::uint32_t part) {
-    const math::NoiseKey key{seed, math::Stream::User, 0xC0171u};
-    for (Index i = 0; i < n; ++i)
-      p[i] = bound * (S(2) * math::uniform<S>(key, static_cast<std::uint64_t>(i), layer_id * 2 + part, 0) - S(1));
-  }
+  static constexpr std::uint32_t kInitTag = 0xC0171u;
 
   Index in_ = 0, out_ = 0, k_ = 1, d_ = 1, w_ = 0, b_ = -1;
 };

@@ -9,7 +9,7 @@
 #include <string>
 #include <vector>
 
-#include "rtb/config.hpp"
+#include "rtb/space.hpp"
 #include "rtb/math/philox.hpp"
 #include "rtb/net/parameters.hpp"
 

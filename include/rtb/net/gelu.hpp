@@ -4,7 +4,7 @@
 /// GELU over a contiguous buffer, in place, optionally keeping GELU'(h) for the backward pass.
 /// One loop, one exp per element (see math/activations.hpp); the compiler vectorises it.
 
-#include "rtb/config.hpp"
+#include "rtb/space.hpp"
 #include "rtb/math/activations.hpp"
 
 namespace rtb {

@@ -10,7 +10,7 @@
 
 #include <algorithm>
 
-#include "rtb/config.hpp"
+#include "rtb/space.hpp"
 
 namespace rtb::detail {
 

@@ -9,9 +9,9 @@
 #include <string>
 #include <type_traits>
 
-#include "rtb/config.hpp"
+#include "rtb/space.hpp"
 #include "rtb/net/gemm.hpp"
-#include "rtb/math/philox.hpp"
+#include "rtb/net/init.hpp"
 #include "rtb/net/parameters.hpp"
 
 namespace rtb {
@@ -96,8 +96,8 @@ class Linear {
   template <class S>
   void init_default(S* params, std::uint64_t seed, std::uint32_t layer_id) const {
     const S bound = S(1) / std::sqrt(static_cast<S>(in_));
-    fill_uniform(params + w_, out_ * in_, bound, seed, layer_id, 0);
-    fill_uniform(params + b_, out_, bound, seed, layer_id, 1);
+    detail::fill_uniform(params + w_, out_ * in_, bound, seed, kInitTag, layer_id, 0);
+    detail::fill_uniform(params + b_, out_, bound, seed, kInitTag, layer_id, 1);
   }
 
   /// W = 0, b = `bias` (the zero-initialised last layer of the reference).
@@ -119,13 +119,7 @@ class Linear {
  private:
   static constexpr Index kThin = 4;          // inputs up to this use the fused loops, not a GEMM
   static constexpr Index kMaxThinOut = 512;  // (their Wᵀ lives on the stack)
-
-  template <class S>
-  static void fill_uniform(S* p, Index n, S bound, std::uint64_t seed, std::uint32_t layer_id, std::uint32_t part) {
-    const math::NoiseKey key{seed, math::Stream::User, 0x1417u};
-    for (Index i = 0; i < n; ++i)
-      p[i] = bound * (S(2) * math::uniform<S>(key, static_cast<std::uint64_t>(i), layer_id * 2 + part, 0) - S(1));
-  }
+  static constexpr std::uint32_t kInitTag = 0x1417u;
 
   Index in_ = 0, out_ = 0, w_ = 0, b_ = 0;
 };

@@ -15,11 +15,15 @@
 /// | name                              | shape     |
 /// |-----------------------------------|-----------|
 /// | t_model.timestep_phase            | [1, F]    |
+/// | t_model.pe (buffer: frequencies)  | [1, F]    |
 /// | t_model.t_model.0.weight / .bias  | [H, 2F] / [H] |
 /// | t_model.t_model.2.weight / .bias  | [H, H] / [H]  |
 /// | s_model.x_model.weight / .bias    | [H, D] / [H]  |
 /// | joint_model.model.{1..L}.0.weight / .bias | [H, H] / [H] |
-/// | joint_model.model.{L+1}.weight / .bias    | [2D, H] / [2D] |
+/// | joint_model.model.{L+1}.weight / .bias    | [2D, H] / [2D] (or [D, H] / [D] without the log-variance head) |
+///
+/// The output row is [μ, log σ²] (the reference's learned-variance head, whose second half
+/// GaussianHead::MeanAndLogVariance ignores), or [μ] alone with `log_variance_head = false`.
 
 #include <cmath>
 #include <cstdint>
@@ -27,10 +31,11 @@
 #include <string>
 #include <vector>
 
-#include "rtb/config.hpp"
+#include "rtb/concepts/step.hpp"
 #include "rtb/error.hpp"
-#include "rtb/math/philox.hpp"
+#include "rtb/space.hpp"
 #include "rtb/net/context.hpp"
+#include "rtb/net/entry_points.hpp"
 #include "rtb/net/linear.hpp"
 #include "rtb/net/time_embedding.hpp"
 #include "rtb/net/trunk.hpp"
@@ -38,10 +43,12 @@
 namespace rtb {
 
 template <class S = float>
-class PisMlp {
+class PisMlp : public detail::NetEntryPoints<PisMlp<S>, S, S, MlpContext<S>> {
+  friend class detail::NetEntryPoints<PisMlp<S>, S, S, MlpContext<S>>;
+
  public:
   using Scalar = S;
-  using Input = S;
+  using Value = S;
   using Context = MlpContext<S>;
 
   struct Options {
@@ -51,6 +58,7 @@ class PisMlp {
     Index num_layers = 2;   ///< hidden Linear+GELU layers after the joint GELU
     std::uint64_t seed = 0; ///< initialisation seed
     bool zero_init_last = true;
+    bool log_variance_head = true;  ///< output [μ, log σ²] (2·D, the reference's) or [μ] (D)
   };
 
   PisMlp() : PisMlp(Options{}) {}
@@ -65,21 +73,23 @@ class PisMlp {
     std::vector<std::string> names;
     for (Index l = 1; l <= o.num_layers; ++l) names.push_back("joint_model.model." + std::to_string(l) + ".0.");
     trunk_ = detail::GeluTrunk(layout_, widths, names, "joint_model.model." + std::to_string(o.num_layers + 1) + ".",
-                               2 * o.dim);
-    params_.assign(static_cast<std::size_t>(layout_.size()), S(0));
-    S* p = params_.data();
-    time_.init(p, o.seed, 0);
-    s_.init_default(p, o.seed, 3);
-    trunk_.init(p, o.seed, 10, 9, o.zero_init_last);
+                               output_dim());
   }
 
   const Options& options() const { return o_; }
   Index input_dim() const { return o_.dim; }
-  Index output_dim() const { return 2 * o_.dim; }
+  Index output_dim() const { return o_.log_variance_head ? 2 * o_.dim : o_.dim; }
   Index num_params() const { return layout_.size(); }
   const ParameterLayout& layout() const { return layout_; }
-  std::span<S> params() { return params_; }
-  std::span<const S> params() const { return params_; }
+
+  /// The reference's initialisation: PyTorch-default layers, φ ~ N(0, 1), last layer zero.
+  void initialize(std::span<S> params) const {
+    RTB_ASSERT(static_cast<Index>(params.size()) == num_params());
+    S* p = params.data();
+    time_.init(p, o_.seed, 0);
+    s_.init_default(p, o_.seed, 3);
+    trunk_.init(p, o_.seed, 10, 9, o_.zero_init_last);
+  }
 
   Context make_context(Index max_rows) const {
     Context c = trunk_.make_context<S>(max_rows);
@@ -87,19 +97,11 @@ class PisMlp {
     return c;
   }
 
-  /// Inference: out = net(x, t); keeps nothing for backward.
-  void inference(ConstMatrixView<S> x, S t, MatrixView<S> out, Context& ctx) const { run(x, t, out, ctx, false); }
 
-  /// Training forward: out = net(x, t), keeping what backward needs in ctx (x must outlive it).
-  void forward(ConstMatrixView<S> x, S t, MatrixView<S> out, Context& ctx) const { run(x, t, out, ctx, true); }
-
-  /// grad (+)= ∂(Σ d_out ⊙ out)/∂params for the last forward of ctx.
-  void backward(Context& ctx, ConstMatrixView<S> d_out, std::span<S> grad, GradientMode mode) const {
-    RTB_ASSERT(static_cast<Index>(grad.size()) == num_params() && d_out.rows() == ctx.rows);
-    if (mode == GradientMode::Overwrite) std::fill(grad.begin(), grad.end(), S(0));
+ private:
+  void accumulate_gradient(const S* p, Context& ctx, ConstMatrixView<S> d_out, S* g) const {
+    RTB_ASSERT(d_out.rows() == ctx.rows);
     const Index rows = ctx.rows, H = o_.hidden;
-    const S* p = params_.data();
-    S* g = grad.data();
     MatrixView<S> d_h0(ctx.d_h0.data(), rows, H);
     trunk_.backward(p, ctx.trunk.data(), rows, d_out, g, ctx.scratch.data(), d_h0);
     // State embedding: no input gradient (states carry none).
@@ -111,23 +113,19 @@ class PisMlp {
     time_.backward(p, d_e, g, ctx.time.data());
   }
 
- private:
-  void run(ConstMatrixView<S> x, S t, MatrixView<S> out, Context& ctx, bool keep) const {
-    const Index rows = x.rows();
-    RTB_ASSERT(rows <= ctx.max_rows && x.cols() == o_.dim && out.cols() == 2 * o_.dim && out.rows() == rows);
-    const S* p = params_.data();
+  void run(const S* p, const Step<S>& s, MatrixView<S> out, Context& ctx, bool keep) const {
+    const Index rows = s.x.rows();
+    RTB_ASSERT(rows <= ctx.max_rows && s.x.cols() == o_.dim && out.cols() == output_dim() && out.rows() == rows);
     ctx.rows = rows;
-    ctx.x = x.data();
-    ctx.t = t;
+    ctx.x = s.x.data();
     S* e = ctx.time.data() + time_.scratch_floats();
-    time_.forward(p, t, e, ctx.time.data());
-    s_.forward(p, x, trunk_.act(ctx.trunk.data(), rows, 0), e);
+    time_.forward(p, s.time, e, ctx.time.data());
+    s_.forward(p, s.x, trunk_.act(ctx.trunk.data(), rows, 0), e);
     trunk_.forward(p, ctx.trunk.data(), rows, out, keep);
   }
 
   Options o_;
   ParameterLayout layout_;
-  std::vector<S> params_;
   FourierTimeEmbedding time_;
   Linear s_;
   detail::GeluTrunk trunk_;

@@ -6,15 +6,17 @@
 ///     θ_k = t·f_k + φ_k,  f = linspace(f_min, f_max, F) fixed, φ learned,
 ///     e   = Linear(H, out)(GELU(Linear(2F, H)([sin θ, cos θ]))),
 ///
-/// with tensors `<prefix>timestep_phase` [1, F], `<prefix>t_model.0.*`, `<prefix>t_model.2.*`.
-/// One t per call: the embedding is computed once per batch, not per row.
+/// with tensors `<prefix>timestep_phase` [1, F], `<prefix>t_model.0.*`, `<prefix>t_model.2.*` and
+/// the frequencies f as the buffer `<prefix>pe` [1, F] (the reference's register_buffer: stored
+/// and loaded with the weights, never trained), so a prior trained with other frequencies loads
+/// with its own. One t per call: the embedding is computed once per batch, not per row.
 
 #include <cmath>
 #include <cstdint>
 #include <string>
 #include <vector>
 
-#include "rtb/config.hpp"
+#include "rtb/space.hpp"
 #include "rtb/math/philox.hpp"
 #include "rtb/net/gelu.hpp"
 #include "rtb/net/linear.hpp"
@@ -30,6 +32,7 @@ class FourierTimeEmbedding {
     phase_ = layout.add(prefix + "timestep_phase", {1, harmonics});
     l1_ = Linear(layout, prefix + "t_model.0.", 2 * harmonics, hidden);
     l2_ = Linear(layout, prefix + "t_model.2.", hidden, out);
+    pe_ = layout.add_buffer(prefix + "pe", {1, harmonics});
     for (Index k = 0; k < harmonics; ++k)
       freq_.push_back(harmonics == 1 ? f_min : f_min + (f_max - f_min) * static_cast<double>(k) / static_cast<double>(harmonics - 1));
   }
@@ -38,11 +41,12 @@ class FourierTimeEmbedding {
   /// Floats of scratch a forward/backward pair needs (kept between them).
   Index scratch_floats() const { return 4 * F_ + 4 * H_ + O_; }
 
-  /// φ ~ N(0, 1), both Linears PyTorch-default.
+  /// φ ~ N(0, 1), both Linears PyTorch-default, f = linspace(f_min, f_max, F).
   template <class S>
   void init(S* params, std::uint64_t seed, std::uint32_t layer_id) const {
     const math::NoiseKey key{seed, math::Stream::User, 0x9A5Eu + layer_id};
     for (Index k = 0; k < F_; ++k) params[phase_ + k] = math::normal<S>(key, static_cast<std::uint64_t>(k), 0, 0);
+    for (Index k = 0; k < F_; ++k) params[pe_ + k] = static_cast<S>(freq_[static_cast<std::size_t>(k)]);
     l1_.init_default(params, seed, layer_id + 1);
     l2_.init_default(params, seed, layer_id + 2);
   }
@@ -54,7 +58,7 @@ class FourierTimeEmbedding {
     S* a = feat + 2 * F_;   // H, after GELU
     S* g = a + H_;          // H, GELU'
     for (Index k = 0; k < F_; ++k) {
-      const S theta = t * static_cast<S>(freq_[static_cast<std::size_t>(k)]) + params[phase_ + k];
+      const S theta = t * params[pe_ + k] + params[phase_ + k];
       feat[k] = std::sin(theta);
       feat[F_ + k] = std::cos(theta);
     }
@@ -81,7 +85,7 @@ class FourierTimeEmbedding {
   }
 
  private:
-  Index F_ = 0, H_ = 0, O_ = 0, phase_ = 0;
+  Index F_ = 0, H_ = 0, O_ = 0, phase_ = 0, pe_ = 0;
   Linear l1_, l2_;
   std::vector<double> freq_;
 };

@@ -11,7 +11,7 @@
 #include <string>
 #include <vector>
 
-#include "rtb/config.hpp"
+#include "rtb/space.hpp"
 #include "rtb/net/context.hpp"
 #include "rtb/net/gelu.hpp"
 #include "rtb/net/linear.hpp"

@@ -3,13 +3,15 @@
 /// \file
 /// Relative Trajectory Balance (Venkatraman et al., 2024):
 ///
-///     δ_i = log Z + Σ_t log p_φ − Σ_t log p_θ − β·log r(x_T),   L = (1/n) Σ_i ½·max(δ_i² − c, 0)
+///     δ_i = log Z_i + Σ_t log p_φ − Σ_t log p_θ − β·log r(x_T),   L = (1/n) Σ_i ½·max(δ_i² − c, 0)
 ///
-/// c = 0 is the reference's 2-D loss ½δ² averaged over the batch; c = 0.1 is its image/text
-/// cut-off. ∂L/∂(Σ log p_φ)_i = ∂L/∂log Z contribution = δ_i/n where δ_i² > c, else 0.
+/// with log Z_i the learned log Z of row i's entry (one scalar, or one per condition; see
+/// Config::log_z_table). c = 0 is the reference's 2-D loss ½δ² averaged over the batch; c = 0.1
+/// is its image/text cut-off. ∂L/∂(Σ log p_φ)_i = ∂L/∂log Z_i = δ_i/n where δ_i² > c, else 0.
 
 #include <span>
 
+#include "rtb/concepts/reduction.hpp"
 #include "rtb/objective/objective.hpp"
 
 namespace rtb {
@@ -19,28 +21,28 @@ struct RelativeTB {
   static constexpr bool on_policy_only = false;
   static constexpr const char* name = "rtb";
 
-  template <class S>
-  ObjectiveResult<S> operator()(const ObjectiveBatch<S>& b, std::span<S> weight) const {
+  template <class S, Reduction R>
+  ObjectiveResult<S> operator()(const ObjectiveBatch<S>& b, const ObjectiveOutputs<S>& out, R& reduction) const {
     ObjectiveResult<S> res;
-    res.used = detail::count_valid<S>(b.valid);
-    const double inv_n = res.used > 0 ? 1.0 / static_cast<double>(res.used) : 0.0;
-    double loss = 0, d_log_z = 0, sum_delta = 0;
-    for (std::size_t i = 0; i < weight.size(); ++i) {
-      weight[i] = S(0);
+    const auto [used, inv_n] = detail::global_count(b.valid, reduction);
+    res.used = used;
+    double sums[2] = {0, 0};  // loss, Σ δ
+    for (std::size_t i = 0; i < out.weight.size(); ++i) {
+      out.weight[i] = S(0);
+      out.d_log_z[i] = 0;
       if (!b.valid[i]) continue;
-      const double delta = static_cast<double>(b.log_z) + b.log_pf_post[i] - b.log_pf_prior[i] -
+      const double delta = static_cast<double>(b.log_z[i]) + b.log_pf_post[i] - b.log_pf_prior[i] -
                            static_cast<double>(b.beta) * b.log_r[i];
-      sum_delta += delta;
+      sums[1] += delta;
       const double excess = delta * delta - static_cast<double>(b.loss_cutoff);
       if (excess <= 0) continue;
-      loss += 0.5 * excess * inv_n;
-      weight[i] = static_cast<S>(delta * inv_n);
-      d_log_z += delta * inv_n;
+      sums[0] += 0.5 * excess * inv_n;
+      out.weight[i] = static_cast<S>(delta * inv_n);
+      out.d_log_z[i] = delta * inv_n;
     }
-    res.loss = static_cast<S>(loss);
-    res.d_log_z = static_cast<S>(d_log_z);
-    res.mean_delta = static_cast<S>(sum_delta * inv_n);
-    res.log_z_estimate = b.log_z;
+    reduction.all_sum(sums);
+    res.loss = static_cast<S>(sums[0]);
+    res.mean_delta = static_cast<S>(sums[1] * inv_n);
     return res;
   }
 };

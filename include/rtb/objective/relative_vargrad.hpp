@@ -10,11 +10,14 @@
 /// text code adds +mean(u), a bug). Because Σ_i δ_i = 0 within a group, detaching log Ẑ leaves the
 /// gradient exact: ∂L/∂u_i = δ_i/n. Needs no learned log Z. With conditional targets (a different
 /// log Z per conditioning) the mean is taken per group of `group_size` consecutive rows sharing a
-/// conditioning, as the reference does per state (offline RL) or per story (text).
+/// conditioning, as the reference does per state (offline RL) or per story (text): log Z per
+/// condition with no parameters. Groups never straddle replicas (each replica's rows are whole
+/// groups); n is the global count.
 
 #include <algorithm>
 #include <span>
 
+#include "rtb/concepts/reduction.hpp"
 #include "rtb/objective/objective.hpp"
 
 namespace rtb {
@@ -24,15 +27,14 @@ struct RelativeVarGrad {
   static constexpr bool on_policy_only = false;
   static constexpr const char* name = "rtb_vargrad";
 
-  template <class S>
-  ObjectiveResult<S> operator()(const ObjectiveBatch<S>& b, std::span<S> weight) const {
+  template <class S, Reduction R>
+  ObjectiveResult<S> operator()(const ObjectiveBatch<S>& b, const ObjectiveOutputs<S>& out, R& reduction) const {
     ObjectiveResult<S> res;
-    res.used = detail::count_valid<S>(b.valid);
-    const double inv_n = res.used > 0 ? 1.0 / static_cast<double>(res.used) : 0.0;
-    const auto n = static_cast<Index>(weight.size());
+    const auto [used, inv_n] = detail::global_count(b.valid, reduction);
+    res.used = used;
+    const auto n = static_cast<Index>(out.weight.size());
     const Index g = b.group_size > 0 ? b.group_size : n;
-    double loss = 0, sum_log_z = 0;
-    Index groups = 0;
+    double sums[3] = {0, 0, 0};  // loss, Σ groups' log Ẑ, groups
     for (Index start = 0; start < n; start += g) {
       const Index end = std::min(n, start + g);
       double mean_u = 0;
@@ -42,20 +44,24 @@ struct RelativeVarGrad {
           mean_u += u(b, i);
           ++m;
         }
-      for (Index i = start; i < end; ++i) weight[static_cast<std::size_t>(i)] = S(0);
+      for (Index i = start; i < end; ++i) {
+        out.weight[static_cast<std::size_t>(i)] = S(0);
+        out.d_log_z[static_cast<std::size_t>(i)] = 0;
+      }
       if (m < 2) continue;  // a lone sample carries no relative information
       mean_u /= static_cast<double>(m);
       for (Index i = start; i < end; ++i) {
         if (!b.valid[static_cast<std::size_t>(i)]) continue;
         const double delta = u(b, i) - mean_u;
-        loss += 0.5 * delta * delta * inv_n;
-        weight[static_cast<std::size_t>(i)] = static_cast<S>(delta * inv_n);
+        sums[0] += 0.5 * delta * delta * inv_n;
+        out.weight[static_cast<std::size_t>(i)] = static_cast<S>(delta * inv_n);
       }
-      sum_log_z -= mean_u;
-      ++groups;
+      sums[1] -= mean_u;
+      sums[2] += 1;
     }
-    res.log_z_estimate = static_cast<S>(groups ? sum_log_z / static_cast<double>(groups) : 0.0);
-    res.loss = static_cast<S>(loss);
+    reduction.all_sum(sums);
+    res.log_z_estimate = static_cast<S>(sums[2] > 0 ? sums[1] / sums[2] : 0.0);
+    res.loss = static_cast<S>(sums[0]);
     return res;
   }
 

@@ -4,12 +4,17 @@
 /// The Brownian (PIS-schedule) Gaussian diffusion of the 2-D reference.
 ///
 /// T steps of length dt = 1/T on t ∈ [0, 1], starting at the point mass x_0 = 0. The denoiser's
-/// output row is [μ (D values), ignored (D values)]; the forward kernel is Euler–Maruyama,
+/// output row is the drift μ (D values; `GaussianHead::Mean`), or [μ, log-variance] (2·D values;
+/// `GaussianHead::MeanAndLogVariance`, the reference's learned-variance head, whose second half is
+/// ignored as the reference does with learned_variance = False, so its weights load unchanged).
+/// The forward kernel is Euler–Maruyama,
 ///
 ///     p(x_{i+1} | x_i) = N(x_i + dt·μ(x_i, t_i), dt·σ²·I),   t_i = i·dt,
 ///
-/// with σ² the variance per unit time (5 in the reference). Exploration widens only the sampling
-/// variance to dt·σ² + σ_expl²; log-densities always use dt·σ². The fixed backward kernel is the
+/// with σ² the variance per unit time (5 in the reference). Exploration is an extra sampling
+/// standard deviation σ_expl that widens only the sampling variance, to dt·σ² + σ_expl²;
+/// log-densities always use dt·σ². Its default (default_exploration) is relative to the step:
+/// √5 step standard deviations, which is the reference's 0.5 at its σ² = 5, T = 100. The fixed backward kernel is the
 /// Brownian bridge pinned at x_0 = 0,
 ///
 ///     p_B(x_i | x_{i+1}) = N(x_{i+1}·i/(i+1), σ²·dt·i/(i+1)),   i ≥ 1,
@@ -27,12 +32,19 @@
 #include <cmath>
 #include <cstdint>
 
-#include "rtb/config.hpp"
+#include "rtb/concepts/step.hpp"
+#include "rtb/space.hpp"
 #include "rtb/error.hpp"
 #include "rtb/math/gaussian.hpp"
 #include "rtb/math/philox.hpp"
 
 namespace rtb {
+
+/// The layout of the denoiser output a GaussianProcess reads.
+enum class GaussianHead {
+  Mean,               ///< [μ]: D values per row
+  MeanAndLogVariance  ///< [μ, log σ²]: 2·D values, the second half ignored (the reference's PIS net)
+};
 
 template <class S = float>
 class GaussianProcess {
@@ -40,9 +52,10 @@ class GaussianProcess {
   using Scalar = S;
   using Value = S;  ///< element type of a state row
 
-  /// `dim` coordinates, `num_steps` = T, `variance_per_unit_time` = σ² (the reference's t_scale).
-  GaussianProcess(Index dim, Index num_steps, S variance_per_unit_time = S(5))
-      : dim_(dim), num_steps_(num_steps), variance_per_unit_time_(variance_per_unit_time) {
+  /// `dim` coordinates, `num_steps` = T, `variance_per_unit_time` = σ² (the reference's t_scale),
+  /// and the layout of the denoiser's output rows.
+  GaussianProcess(Index dim, Index num_steps, S variance_per_unit_time = S(5), GaussianHead head = GaussianHead::Mean)
+      : dim_(dim), num_steps_(num_steps), variance_per_unit_time_(variance_per_unit_time), head_(head) {
     if (dim <= 0)
       throw InvalidArgumentError(detail::message("GaussianProcess: dim must be positive, got ", dim,
                                                  "; pass the number of coordinates of a sample"));
@@ -59,7 +72,12 @@ class GaussianProcess {
   }
 
   Index state_dim() const { return dim_; }
-  Index output_dim() const { return 2 * dim_; }
+  Index output_dim() const { return head_ == GaussianHead::Mean ? dim_ : 2 * dim_; }
+  GaussianHead head() const { return head_; }
+  /// What the output columns hold, for error messages.
+  const char* output_layout() const {
+    return head_ == GaussianHead::Mean ? "[mean]" : "[mean, log-variance (unused)]";
+  }
   Index num_steps() const { return num_steps_; }
   S dt() const { return dt_; }
   S variance_per_unit_time() const { return variance_per_unit_time_; }
@@ -67,130 +85,131 @@ class GaussianProcess {
   S step_variance() const { return step_variance_; }
   /// Conditioning the denoiser receives at a step: the time t_i = i·dt.
   S time(Index step) const { return static_cast<S>(step) * dt_; }
+  /// The default exploration: an extra sampling std of √5 step standard deviations (the
+  /// reference's 0.5 at σ² = 5, T = 100), relative, so it means the same at any σ² and T.
+  double default_exploration() const { return 2.2360679774997896964 * std::sqrt(static_cast<double>(step_variance_)); }
 
-  /// x_0 = 0 for every row (rows first_row, first_row + 1, … of the batch).
-  void initial_state(MatrixView<S> x0, Index /*first_row*/) const { x0.setZero(); }
+  /// x_0 = 0 for every row.
+  void initial_state(const Rows<S>&, const math::NoiseKey&, MatrixView<S> x0) const { x0.setZero(); }
 
   /// Draws x_{i+1} = x_i + dt·μ + √(dt·σ² + σ_expl²)·z, z from the Philox stream of `key` at
   /// (first_row + r, step). Rows are independent; any block split gives the same numbers.
-  void sample_step(ConstMatrixView<S> x, ConstMatrixView<S> out, Index step, S exploration_std,
-                   const math::NoiseKey& key, Index first_row, MatrixView<S> x_next) const {
-    RTB_ASSERT(x.cols() == dim_ && out.cols() >= dim_ && x_next.rows() == x.rows());
-    const S sd = std::sqrt(step_variance_ + exploration_std * exploration_std);
-    for (Index r = 0; r < x.rows(); ++r) {
+  void sample_step(const Step<S>& s, ConstMatrixView<S> out, S extra_std, const math::NoiseKey& key,
+                   MatrixView<S> x_next) const {
+    RTB_ASSERT(s.x.cols() == dim_ && out.cols() >= dim_ && x_next.rows() == s.x.rows());
+    const S sd = std::sqrt(step_variance_ + extra_std * extra_std);
+    for (Index r = 0; r < s.rows(); ++r) {
       for (Index d0 = 0; d0 < dim_; d0 += 4) {
-        const auto z = math::normals4<S>(key, static_cast<std::uint64_t>(first_row + r),
-                                         static_cast<std::uint32_t>(step), static_cast<std::uint32_t>(d0 / 4));
+        const auto z = math::normals4<S>(key, static_cast<std::uint64_t>(s.first_row + r),
+                                         static_cast<std::uint32_t>(s.step), static_cast<std::uint32_t>(d0 / 4));
         const Index n = dim_ - d0 < 4 ? dim_ - d0 : 4;
         for (Index k = 0; k < n; ++k) {
           const Index d = d0 + k;
-          x_next(r, d) = x(r, d) + dt_ * out(r, d) + sd * z.v[k];
+          x_next(r, d) = s.x(r, d) + dt_ * out(r, d) + sd * z.v[k];
         }
       }
     }
   }
 
   /// acc[r] += log p(x_next | x) under the un-inflated kernel.
-  void log_prob_step(ConstMatrixView<S> x, ConstMatrixView<S> x_next, ConstMatrixView<S> out, Index /*step*/,
-                     S* acc) const {
+  void log_prob_step(const Step<S>& s, ConstMatrixView<S> x_next, ConstMatrixView<S> out, std::span<S> acc) const {
     const S inv_var = S(1) / step_variance_;
     const S constant = S(-0.5) * static_cast<S>(dim_) * (S(math::kLog2Pi) + log_step_variance_);
-    for (Index r = 0; r < x.rows(); ++r) {
+    for (Index r = 0; r < s.rows(); ++r) {
       S sq = S(0);
       for (Index d = 0; d < dim_; ++d) {
-        const S diff = x_next(r, d) - x(r, d) - dt_ * out(r, d);
+        const S diff = x_next(r, d) - s.x(r, d) - dt_ * out(r, d);
         sq += diff * diff;
       }
-      acc[r] += constant - S(0.5) * inv_var * sq;
+      acc[static_cast<std::size_t>(r)] += constant - S(0.5) * inv_var * sq;
     }
   }
 
-  /// d_out(r, :) = weight[r] · ∂ log p(x_next_r | x_r) / ∂ out_r. Only the mean half is nonzero:
-  /// ∂/∂μ_d = dt·(x_next − x − dt·μ)_d / (dt·σ²).
-  void d_log_prob_d_output(ConstMatrixView<S> x, ConstMatrixView<S> x_next, ConstMatrixView<S> out, Index /*step*/,
-                           const S* weight, MatrixView<S> d_out) const {
+  /// d_out(r, :) = weight[r] · ∂ log p(x_next_r | x_r) / ∂ out_r: ∂/∂μ_d = dt·(x_next − x − dt·μ)_d / (dt·σ²),
+  /// and 0 for an unused log-variance half.
+  void d_log_prob_d_output(const Step<S>& s, ConstMatrixView<S> x_next, ConstMatrixView<S> out,
+                           std::span<const S> weight, MatrixView<S> d_out) const {
     const S scale = dt_ / step_variance_;
-    for (Index r = 0; r < x.rows(); ++r) {
-      const S w = weight[r] * scale;
-      for (Index d = 0; d < dim_; ++d) d_out(r, d) = w * (x_next(r, d) - x(r, d) - dt_ * out(r, d));
+    for (Index r = 0; r < s.rows(); ++r) {
+      const S w = weight[static_cast<std::size_t>(r)] * scale;
+      for (Index d = 0; d < dim_; ++d) d_out(r, d) = w * (x_next(r, d) - s.x(r, d) - dt_ * out(r, d));
       for (Index d = dim_; d < d_out.cols(); ++d) d_out(r, d) = S(0);
     }
   }
 
-  /// Draws x_step given x_{step+1} from the pinned Brownian bridge; x_0 = 0 exactly.
-  void sample_backward_step(ConstMatrixView<S> x_next, Index step, const math::NoiseKey& key, Index first_row,
-                            MatrixView<S> x) const {
-    if (step == 0) {
+  /// Draws x_step given x_{step+1} (= s.x) from the pinned Brownian bridge; x_0 = 0 exactly.
+  void sample_backward_step(const Step<S>& s, const math::NoiseKey& key, MatrixView<S> x) const {
+    if (s.step == 0) {
       x.setZero();
       return;
     }
-    const S shrink = static_cast<S>(step) / static_cast<S>(step + 1);
+    const S shrink = static_cast<S>(s.step) / static_cast<S>(s.step + 1);
     const S sd = std::sqrt(step_variance_ * shrink);
     for (Index r = 0; r < x.rows(); ++r) {
       for (Index d = 0; d < dim_; ++d) {
-        const S z = math::normal<S>(key, static_cast<std::uint64_t>(first_row + r), static_cast<std::uint32_t>(step),
+        const S z = math::normal<S>(key, static_cast<std::uint64_t>(s.first_row + r), static_cast<std::uint32_t>(s.step),
                                     static_cast<std::uint32_t>(d));
-        x(r, d) = shrink * x_next(r, d) + sd * z;
+        x(r, d) = shrink * s.x(r, d) + sd * z;
       }
     }
   }
 
-  /// Draws x_step | x_T (the bridge marginal) for every row.
-  void sample_given_end(ConstMatrixView<S> x_end, Index step, const math::NoiseKey& key, Index first_row,
-                        MatrixView<S> x) const {
-    const S s = time(step);
-    const S sd = std::sqrt(variance_per_unit_time_ * s * (S(1) - s));
+  /// Draws x_step | x_T (= s.x; the bridge marginal) for every row.
+  void sample_given_end(const Step<S>& s, const math::NoiseKey& key, MatrixView<S> x) const {
+    const S t = time(s.step);
+    const S sd = std::sqrt(variance_per_unit_time_ * t * (S(1) - t));
     for (Index r = 0; r < x.rows(); ++r)
       for (Index d = 0; d < dim_; ++d)
-        x(r, d) = s * x_end(r, d) +
-                  sd * math::normal<S>(key, static_cast<std::uint64_t>(first_row + r), static_cast<std::uint32_t>(step),
+        x(r, d) = t * s.x(r, d) +
+                  sd * math::normal<S>(key, static_cast<std::uint64_t>(s.first_row + r), static_cast<std::uint32_t>(s.step),
                                        static_cast<std::uint32_t>(d));
   }
 
   /// acc[r] += E[log p(x_{step+1} | x_r)] over x_{step+1} ~ bridge(· | x_r, x_end_r).
-  void expected_log_prob_step(ConstMatrixView<S> x, ConstMatrixView<S> x_end, ConstMatrixView<S> out, Index step,
-                              S* acc) const {
-    const S s = time(step), left = S(1) - s;
+  void expected_log_prob_step(const Step<S>& s, ConstMatrixView<S> x_end, ConstMatrixView<S> out,
+                              std::span<S> acc) const {
+    const S t = time(s.step), left = S(1) - t;
     const S bridge_var = variance_per_unit_time_ * dt_ * (left - dt_) / left;
     const S inv_var = S(1) / step_variance_;
     const S constant = S(-0.5) * static_cast<S>(dim_) * (S(math::kLog2Pi) + log_step_variance_ + bridge_var * inv_var);
-    for (Index r = 0; r < x.rows(); ++r) {
+    for (Index r = 0; r < s.rows(); ++r) {
       S sq = S(0);
       for (Index d = 0; d < dim_; ++d) {
-        const S diff = dt_ * (x_end(r, d) - x(r, d)) / left - dt_ * out(r, d);
+        const S diff = dt_ * (x_end(r, d) - s.x(r, d)) / left - dt_ * out(r, d);
         sq += diff * diff;
       }
-      acc[r] += constant - S(0.5) * inv_var * sq;
+      acc[static_cast<std::size_t>(r)] += constant - S(0.5) * inv_var * sq;
     }
   }
 
   /// d_out = weight[r] · ∂ E[log p(x_{step+1} | x_r)] / ∂ out_r (bridge expectation as above).
-  void d_expected_log_prob_d_output(ConstMatrixView<S> x, ConstMatrixView<S> x_end, ConstMatrixView<S> out, Index step,
-                                    const S* weight, MatrixView<S> d_out) const {
-    const S left = S(1) - time(step);
+  void d_expected_log_prob_d_output(const Step<S>& s, ConstMatrixView<S> x_end, ConstMatrixView<S> out,
+                                    std::span<const S> weight, MatrixView<S> d_out) const {
+    const S left = S(1) - time(s.step);
     const S scale = dt_ / step_variance_;
-    for (Index r = 0; r < x.rows(); ++r) {
-      const S w = weight[r] * scale;
-      for (Index d = 0; d < dim_; ++d) d_out(r, d) = w * (dt_ * (x_end(r, d) - x(r, d)) / left - dt_ * out(r, d));
+    for (Index r = 0; r < s.rows(); ++r) {
+      const S w = weight[static_cast<std::size_t>(r)] * scale;
+      for (Index d = 0; d < dim_; ++d) d_out(r, d) = w * (dt_ * (x_end(r, d) - s.x(r, d)) / left - dt_ * out(r, d));
       for (Index d = dim_; d < d_out.cols(); ++d) d_out(r, d) = S(0);
     }
   }
 
-  /// acc[r] += log p_B(x_r | x_next_r) for the bridge; 0 at step 0 (x_0 = 0 is forced).
-  void log_prob_backward_step(ConstMatrixView<S> x, ConstMatrixView<S> x_next, Index step, S* acc) const {
-    if (step == 0) return;
-    const S shrink = static_cast<S>(step) / static_cast<S>(step + 1);
+  /// acc[r] += log p_B(x_r | x_next_r) for the bridge (s.x = x_{step+1}); 0 at step 0 (x_0 = 0 is forced).
+  void log_prob_backward_step(const Step<S>& s, ConstMatrixView<S> x, std::span<S> acc) const {
+    if (s.step == 0) return;
+    const S shrink = static_cast<S>(s.step) / static_cast<S>(s.step + 1);
     const S var = step_variance_ * shrink;
     const S log_var = std::log(var);
     for (Index r = 0; r < x.rows(); ++r)
       for (Index d = 0; d < dim_; ++d)
-        acc[r] += math::gaussian_log_density(x(r, d), shrink * x_next(r, d), var, log_var);
+        acc[static_cast<std::size_t>(r)] += math::gaussian_log_density(x(r, d), shrink * s.x(r, d), var, log_var);
   }
 
  private:
   Index dim_;
   Index num_steps_;
   S variance_per_unit_time_;
+  GaussianHead head_;
   S dt_ = 0, step_variance_ = 0, log_step_variance_ = 0;
 };
 

@@ -4,9 +4,12 @@
 /// Absorbing-state (masked) discrete diffusion over sequences of L tokens from a vocabulary of V
 /// real tokens plus MASK (id V).
 ///
-/// Columns are *generated* (masked at x_0), *fixed* (copied from a per-row context, the text to
-/// infill around, and never masked) or *always masked* (MASK throughout: positions the denoiser
-/// must treat as unknown, e.g. text after a span whose marginal is wanted). The denoiser outputs logits [L, V] per row
+/// Columns are *generated* (masked at x_0), *fixed* (copied from the row's condition, e.g. the text
+/// to infill around, and never masked: fixed column k takes condition column k, in column order) or
+/// *always masked* (MASK throughout: positions the denoiser must treat as unknown, e.g. text after a
+/// span whose marginal is wanted). Conditions may carry more columns than the fixed ones (say, an
+/// ending that a denoiser or a reward reads); the process reads only the first ones. The denoiser
+/// outputs logits [L, V] per row
 /// (row-major, position by position). At step k every generated position that is still masked is revealed with
 /// probability ρ_k (the schedule, noise_schedule.hpp), independently, to a token drawn from softmax(logits[position])
 /// over the V real tokens; revealed tokens never change. So
@@ -29,7 +32,8 @@
 /// normalising probabilities. The last step reveals every remaining position (ρ_{T−1} = 1), so
 /// no separate "denoise" step with a different normaliser is needed.
 ///
-/// Exploration ε ∈ [0, 1] samples tokens from (1 − ε)·softmax + ε·uniform; densities never use it.
+/// Exploration is a mixing weight ε ∈ [0, 1]: tokens are sampled from (1 − ε)·softmax + ε·uniform;
+/// densities never use it. Its default is 0.
 
 #include <algorithm>
 #include <cmath>
@@ -37,7 +41,8 @@
 #include <limits>
 #include <vector>
 
-#include "rtb/config.hpp"
+#include "rtb/concepts/step.hpp"
+#include "rtb/space.hpp"
 #include "rtb/error.hpp"
 #include "rtb/math/categorical.hpp"
 #include "rtb/math/philox.hpp"
@@ -57,7 +62,7 @@ class MaskedCategoricalProcess {
     Index num_steps = 16;  ///< T
     MaskingSchedule schedule = MaskingSchedule::Linear;
     std::vector<char> generated = {};  ///< L flags, 1 = generated; empty = every column generated
-    std::vector<Index> masked = {};    ///< non-generated columns that stay MASK (not from the context)
+    std::vector<Index> masked = {};    ///< non-generated columns that stay MASK (not from the condition)
   };
 
   explicit MaskedCategoricalProcess(Options o) : o_(std::move(o)), schedule_(o_.num_steps, o_.schedule) {
@@ -103,27 +108,26 @@ class MaskedCategoricalProcess {
   const MaskingScheduleTable& schedule() const { return schedule_; }
   /// Conditioning at a step: the noise level α_k (expected fraction of generated columns masked).
   S time(Index step) const { return static_cast<S>(schedule_.alpha(step)); }
+  /// Condition columns the process reads: one per fixed column.
+  Index condition_dim() const { return static_cast<Index>(fixed_.size()); }
+  /// No exploration unless asked for.
+  double default_exploration() const { return 0.0; }
 
-  /// Sets the per-row context: rows × L tokens whose fixed columns are copied into x_0 (row r of
-  /// the batch reads context row r). Generated columns of the templates are ignored.
-  void set_context(ConstMatrixView<Value> templates) {
-    if (templates.cols() != o_.length)
-      throw ShapeError(
-          detail::message("set_context: templates have ", templates.cols(), " columns, the process has ", o_.length));
-    for (Index r = 0; r < templates.rows(); ++r)
-      for (Index j : fixed_) {
-        const Value v = templates(r, j);
-        if (v == mask_token())
-          throw InvalidArgumentError(detail::message("set_context: row ", r, " has MASK in fixed column ", j,
-                                                     " where a context token is expected"));
-        if (v < 0 || v > mask_token())
-          throw InvalidArgumentError(detail::message("set_context: row ", r, " column ", j, " holds token ", v,
-                                                     ", outside [0, ", o_.vocab, ")"));
+  /// Checks conditions at the door: real tokens in [0, V) in the columns that fill fixed columns.
+  void check_conditions(ConstMatrixView<Value> c, const char* what) const {
+    if (c.cols() < condition_dim())
+      throw ShapeError(detail::message(what, ": conditions have ", c.cols(), " columns, the process fills ",
+                                       condition_dim(), " fixed columns from them; pass one token per fixed column"));
+    for (Index r = 0; r < c.rows(); ++r)
+      for (Index k = 0; k < condition_dim(); ++k) {
+        const Value v = c(r, k);
+        if (v < 0 || v >= mask_token())
+          throw InvalidArgumentError(detail::message(what, ": row ", r, " condition column ", k, " (fixed column ",
+                                                     fixed_[static_cast<std::size_t>(k)], ") holds token ", v,
+                                                     v == mask_token() ? " (MASK)" : "", "; a real token in [0, ",
+                                                     o_.vocab, ") is expected"));
       }
-    context_.assign(templates.data(), templates.data() + templates.size());
-    context_rows_ = templates.rows();
   }
-  Index context_rows() const { return context_rows_; }
 
   /// Checks end states (data, replay): real tokens in [0, V) everywhere except the always-masked
   /// columns, which must hold MASK.
@@ -146,109 +150,108 @@ class MaskedCategoricalProcess {
     }
   }
 
-  void initial_state(MatrixView<Value> x0, Index first_row) const {
-    if (!fixed_.empty() && first_row + x0.rows() > context_rows_)
-      throw ShapeError(detail::message("MaskedCategoricalProcess: rows ", first_row, "..", first_row + x0.rows() - 1,
-                                       " need a context, but set_context gave ", context_rows_,
-                                       " rows; set one context row per sample"));
+  /// x_0: generated and always-masked columns MASK, fixed column k from condition column k.
+  void initial_state(const Rows<Value>& rows, const math::NoiseKey&, MatrixView<Value> x0) const {
+    RTB_ASSERT(fixed_.empty() || rows.condition.cols() >= condition_dim());
     for (Index r = 0; r < x0.rows(); ++r) {
       for (Index j : gen_) x0(r, j) = mask_token();
       for (Index j : masked_) x0(r, j) = mask_token();
-      for (Index j : fixed_) x0(r, j) = context_[static_cast<std::size_t>((first_row + r) * o_.length + j)];
+      for (std::size_t k = 0; k < fixed_.size(); ++k) x0(r, fixed_[k]) = rows.condition(r, static_cast<Index>(k));
     }
   }
 
-  void sample_step(ConstMatrixView<Value> x, ConstMatrixView<S> out, Index step, S exploration,
-                   const math::NoiseKey& key, Index first_row, MatrixView<Value> x_next) const {
-    const S eps = std::clamp(exploration, S(0), S(1));
-    const S rho = reveal_[static_cast<std::size_t>(step)];
-    const Index V = o_.vocab;
-    for (Index r = 0; r < x.rows(); ++r) {
-      const Value* xr = row_ptr(x, r);
+  void sample_step(const Step<Value, S>& s, ConstMatrixView<S> out, S uniform_mix, const math::NoiseKey& key,
+                   MatrixView<Value> x_next) const {
+    const S eps = std::clamp(uniform_mix, S(0), S(1));
+    const S rho = reveal_[static_cast<std::size_t>(s.step)];
+    const Index vocab = o_.vocab;
+    for (Index r = 0; r < s.rows(); ++r) {
+      const Value* xr = row_ptr(s.x, r);
       Value* xn = row_ptr(x_next, r);
       std::copy_n(xr, o_.length, xn);
       for (std::size_t g = 0; g < gen_.size(); ++g) {
         const Index j = gen_[g];
         if (xr[j] != mask_token()) continue;
-        const math::Uint4 u = key.block(static_cast<std::uint64_t>(first_row + r), static_cast<std::uint32_t>(step),
+        const math::Uint4 u = key.block(static_cast<std::uint64_t>(s.first_row + r), static_cast<std::uint32_t>(s.step),
                                         static_cast<std::uint32_t>(j));
         if (math::uniform01<S>(u.v[0]) >= rho) continue;  // stays masked
-        xn[j] =
-            static_cast<Value>(math::sample_categorical(row_ptr(out, r) + j * V, V, math::uniform01<S>(u.v[1]), eps));
+        xn[j] = static_cast<Value>(
+            math::sample_categorical(row_ptr(out, r) + j * vocab, vocab, math::uniform01<S>(u.v[1]), eps));
       }
     }
   }
 
-  void log_prob_step(ConstMatrixView<Value> x, ConstMatrixView<Value> x_next, ConstMatrixView<S> out, Index step,
-                     S* acc) const {
-    const S ls = log_stay_[static_cast<std::size_t>(step)], lr = log_reveal_[static_cast<std::size_t>(step)];
-    const Index V = o_.vocab;
-    for (Index r = 0; r < x.rows(); ++r) {
-      const Value* xr = row_ptr(x, r);
+  void log_prob_step(const Step<Value, S>& s, ConstMatrixView<Value> x_next, ConstMatrixView<S> out,
+                     std::span<S> acc) const {
+    const S ls = log_stay_[static_cast<std::size_t>(s.step)], lr = log_reveal_[static_cast<std::size_t>(s.step)];
+    const Index vocab = o_.vocab;
+    for (Index r = 0; r < s.rows(); ++r) {
+      const Value* xr = row_ptr(s.x, r);
       const Value* xn = row_ptr(x_next, r);
       S sum = S(0);
       for (Index j : gen_) {
         if (xr[j] != mask_token()) continue;
-        sum += xn[j] == mask_token() ? ls
-                                     : lr + math::log_softmax_at(row_ptr(out, r) + j * V, V, static_cast<Index>(xn[j]));
+        sum += xn[j] == mask_token()
+                   ? ls
+                   : lr + math::log_softmax_at(row_ptr(out, r) + j * vocab, vocab, static_cast<Index>(xn[j]));
       }
-      acc[r] += sum;
+      acc[static_cast<std::size_t>(r)] += sum;
     }
   }
 
-  void d_log_prob_d_output(ConstMatrixView<Value> x, ConstMatrixView<Value> x_next, ConstMatrixView<S> out, Index,
-                           const S* weight, MatrixView<S> d_out) const {
+  void d_log_prob_d_output(const Step<Value, S>& s, ConstMatrixView<Value> x_next, ConstMatrixView<S> out,
+                           std::span<const S> weight, MatrixView<S> d_out) const {
     d_out.setZero();
-    const Index V = o_.vocab;
-    for (Index r = 0; r < x.rows(); ++r) {
-      if (weight[r] == S(0)) continue;
-      const Value* xr = row_ptr(x, r);
+    const Index vocab = o_.vocab;
+    for (Index r = 0; r < s.rows(); ++r) {
+      const S w = weight[static_cast<std::size_t>(r)];
+      if (w == S(0)) continue;
+      const Value* xr = row_ptr(s.x, r);
       const Value* xn = row_ptr(x_next, r);
       for (Index j : gen_)
         if (xr[j] == mask_token() && xn[j] != mask_token())
-          math::d_log_softmax_at(row_ptr(out, r) + j * V, V, static_cast<Index>(xn[j]), weight[r],
-                                 row_ptr(d_out, r) + j * V);
+          math::d_log_softmax_at(row_ptr(out, r) + j * vocab, vocab, static_cast<Index>(xn[j]), w,
+                                 row_ptr(d_out, r) + j * vocab);
     }
   }
 
-  /// Re-masking: each generated position revealed in x_{k+1} was masked at step k with
-  /// probability (α_k − α_{k+1})/(1 − α_{k+1}); masked ones stay masked; fixed ones are kept.
-  void sample_backward_step(ConstMatrixView<Value> x_next, Index step, const math::NoiseKey& key, Index first_row,
-                            MatrixView<Value> x) const {
-    const S q = remask_[static_cast<std::size_t>(step)];
+  /// Re-masking (s.x = x_{k+1}): each generated position revealed in x_{k+1} was masked at step k
+  /// with probability (α_k − α_{k+1})/(1 − α_{k+1}); masked ones stay masked; fixed ones are kept.
+  void sample_backward_step(const Step<Value, S>& s, const math::NoiseKey& key, MatrixView<Value> x) const {
+    const S q = remask_[static_cast<std::size_t>(s.step)];
     for (Index r = 0; r < x.rows(); ++r) {
-      const Value* xn = row_ptr(x_next, r);
+      const Value* xn = row_ptr(s.x, r);
       Value* xr = row_ptr(x, r);
       std::copy_n(xn, o_.length, xr);
       for (Index j : gen_) {
         if (xn[j] == mask_token()) continue;
-        const math::Uint4 u = key.block(static_cast<std::uint64_t>(first_row + r), static_cast<std::uint32_t>(step),
+        const math::Uint4 u = key.block(static_cast<std::uint64_t>(s.first_row + r), static_cast<std::uint32_t>(s.step),
                                         static_cast<std::uint32_t>(j));
         if (math::uniform01<S>(u.v[0]) < q) xr[j] = mask_token();
       }
     }
   }
 
-  void log_prob_backward_step(ConstMatrixView<Value> x, ConstMatrixView<Value> x_next, Index step, S* acc) const {
-    const S lm = log_remask_[static_cast<std::size_t>(step)], lk = log_keep_[static_cast<std::size_t>(step)];
+  /// acc[r] += log p_B(x_k | x_{k+1}) (s.x = x_{k+1}).
+  void log_prob_backward_step(const Step<Value, S>& s, ConstMatrixView<Value> x, std::span<S> acc) const {
+    const S lm = log_remask_[static_cast<std::size_t>(s.step)], lk = log_keep_[static_cast<std::size_t>(s.step)];
     for (Index r = 0; r < x.rows(); ++r) {
       const Value* xr = row_ptr(x, r);
-      const Value* xn = row_ptr(x_next, r);
+      const Value* xn = row_ptr(s.x, r);
       S sum = S(0);
       for (Index j : gen_)
         if (xn[j] != mask_token()) sum += xr[j] == mask_token() ? lm : lk;
-      acc[r] += sum;
+      acc[static_cast<std::size_t>(r)] += sum;
     }
   }
 
-  /// x_k | x_T: each generated position masked with probability α_k, else x_T's token.
-  void sample_given_end(ConstMatrixView<Value> x_end, Index step, const math::NoiseKey& key, Index first_row,
-                        MatrixView<Value> x) const {
-    const S alpha = static_cast<S>(schedule_.alpha(step));
+  /// x_k | x_T (s.x = x_T): each generated position masked with probability α_k, else x_T's token.
+  void sample_given_end(const Step<Value, S>& s, const math::NoiseKey& key, MatrixView<Value> x) const {
+    const S alpha = static_cast<S>(schedule_.alpha(s.step));
     for (Index r = 0; r < x.rows(); ++r) {
-      std::copy_n(row_ptr(x_end, r), o_.length, row_ptr(x, r));
+      std::copy_n(row_ptr(s.x, r), o_.length, row_ptr(x, r));
       for (Index j : gen_) {
-        const math::Uint4 u = key.block(static_cast<std::uint64_t>(first_row + r), static_cast<std::uint32_t>(step),
+        const math::Uint4 u = key.block(static_cast<std::uint64_t>(s.first_row + r), static_cast<std::uint32_t>(s.step),
                                         static_cast<std::uint32_t>(j));
         if (math::uniform01<S>(u.v[0]) < alpha) x(r, j) = mask_token();
       }
@@ -259,31 +262,32 @@ class MaskedCategoricalProcess {
   /// revealed (to x_T's token) with probability ρ_k, so the expectation is
   /// Σ_masked [ρ_k·(log ρ_k + log softmax(ℓ_i)[x_T[i]]) + (1 − ρ_k)·log(1 − ρ_k)]:
   /// the masked-diffusion cross-entropy weighted by the schedule.
-  void expected_log_prob_step(ConstMatrixView<Value> x, ConstMatrixView<Value> x_end, ConstMatrixView<S> out,
-                              Index step, S* acc) const {
-    const S rho = reveal_[static_cast<std::size_t>(step)];
-    const S constant = rho * log_reveal_[static_cast<std::size_t>(step)] +
-                       (rho < S(1) ? (S(1) - rho) * log_stay_[static_cast<std::size_t>(step)] : S(0));
-    const Index V = o_.vocab;
-    for (Index r = 0; r < x.rows(); ++r) {
+  void expected_log_prob_step(const Step<Value, S>& s, ConstMatrixView<Value> x_end, ConstMatrixView<S> out,
+                              std::span<S> acc) const {
+    const S rho = reveal_[static_cast<std::size_t>(s.step)];
+    const S constant = rho * log_reveal_[static_cast<std::size_t>(s.step)] +
+                       (rho < S(1) ? (S(1) - rho) * log_stay_[static_cast<std::size_t>(s.step)] : S(0));
+    const Index vocab = o_.vocab;
+    for (Index r = 0; r < s.rows(); ++r) {
       S sum = S(0);
       for (Index j : gen_)
-        if (x(r, j) == mask_token())
-          sum += constant + rho * math::log_softmax_at(row_ptr(out, r) + j * V, V, static_cast<Index>(x_end(r, j)));
-      acc[r] += sum;
+        if (s.x(r, j) == mask_token())
+          sum += constant +
+                 rho * math::log_softmax_at(row_ptr(out, r) + j * vocab, vocab, static_cast<Index>(x_end(r, j)));
+      acc[static_cast<std::size_t>(r)] += sum;
     }
   }
 
-  void d_expected_log_prob_d_output(ConstMatrixView<Value> x, ConstMatrixView<Value> x_end, ConstMatrixView<S> out,
-                                    Index step, const S* weight, MatrixView<S> d_out) const {
+  void d_expected_log_prob_d_output(const Step<Value, S>& s, ConstMatrixView<Value> x_end, ConstMatrixView<S> out,
+                                    std::span<const S> weight, MatrixView<S> d_out) const {
     d_out.setZero();
-    const S rho = reveal_[static_cast<std::size_t>(step)];
-    const Index V = o_.vocab;
-    for (Index r = 0; r < x.rows(); ++r)
+    const S rho = reveal_[static_cast<std::size_t>(s.step)];
+    const Index vocab = o_.vocab;
+    for (Index r = 0; r < s.rows(); ++r)
       for (Index j : gen_)
-        if (x(r, j) == mask_token())
-          math::d_log_softmax_at(row_ptr(out, r) + j * V, V, static_cast<Index>(x_end(r, j)), weight[r] * rho,
-                                 row_ptr(d_out, r) + j * V);
+        if (s.x(r, j) == mask_token())
+          math::d_log_softmax_at(row_ptr(out, r) + j * vocab, vocab, static_cast<Index>(x_end(r, j)),
+                                 weight[static_cast<std::size_t>(r)] * rho, row_ptr(d_out, r) + j * vocab);
   }
 
  private:
@@ -291,8 +295,6 @@ class MaskedCategoricalProcess {
   MaskingScheduleTable schedule_;
   std::vector<Index> gen_, fixed_, masked_;
   std::vector<S> log_reveal_, log_stay_, reveal_, remask_, log_remask_, log_keep_;
-  std::vector<Value> context_;
-  Index context_rows_ = 0;
 };
 
 }  // namespace rtb

@@ -9,7 +9,7 @@
 
 #include <cmath>
 
-#include "rtb/config.hpp"
+#include "rtb/base.hpp"
 #include "rtb/error.hpp"
 
 namespace rtb {

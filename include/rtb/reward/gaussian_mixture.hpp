@@ -10,7 +10,7 @@
 #include <span>
 #include <vector>
 
-#include "rtb/config.hpp"
+#include "rtb/space.hpp"
 #include "rtb/error.hpp"
 #include "rtb/math/gaussian.hpp"
 #include "rtb/math/philox.hpp"

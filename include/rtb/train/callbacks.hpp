@@ -7,6 +7,8 @@
 #include <cstdint>
 #include <cstdio>
 #include <string>
+#include <tuple>
+#include <type_traits>
 
 #include "rtb/train/config.hpp"
 
@@ -25,10 +27,12 @@ struct ProgressPrinter {
     const std::int64_t k = s.iteration + 1;
     if (k % every != 0 && k != total) return;
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    std::fprintf(out, "[%s] it %6lld%s%s  loss %9.4f  log_z %8.4f  mean_log_r %8.4f  log_ratio %8.3f  expl %.3f  %.1fs\n",
+    std::fprintf(out,
+                 "[%s] it %6lld%s%s  loss %9.4f  learned_log_z %8.4f  mean_log_r %8.4f  log_ratio %8.3f  expl %.3f  "
+                 "%.1fs\n",
                  label.c_str(), static_cast<long long>(k), total ? "/" : "",
-                 total ? std::to_string(total).c_str() : "", s.loss, s.log_z, s.mean_log_r, s.mean_log_ratio,
-                 s.exploration_std, secs);
+                 total ? std::to_string(total).c_str() : "", s.loss, s.learned_log_z, s.mean_log_r, s.mean_log_ratio,
+                 s.exploration, secs);
     std::fflush(out);
   }
 };
@@ -44,4 +48,23 @@ struct CheckpointEvery {
   }
 };
 
+namespace detail {
+
+/// Calls every callback with `args`; returns false if one that returns bool returned false
+/// (every callback is still called).
+template <class... Args, class... Callbacks>
+bool call_callbacks(std::tuple<Args&...> args, Callbacks&... callbacks) {
+  bool go = true;
+  (
+      [&](auto& cb) {
+        if constexpr (std::is_same_v<decltype(std::apply(cb, args)), bool>)
+          go = std::apply(cb, args) && go;
+        else
+          std::apply(cb, args);
+      }(callbacks),
+      ...);
+  return go;
+}
+
+}  // namespace detail
 }  // namespace rtb

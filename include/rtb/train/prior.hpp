@@ -27,6 +27,9 @@
 #include "rtb/concepts/noise_process.hpp"
 #include "rtb/error.hpp"
 #include "rtb/net/adam.hpp"
+#include "rtb/net/model.hpp"
+#include "rtb/train/callbacks.hpp"
+#include "rtb/train/trainer_support.hpp"
 #include "rtb/train/trajectory_engine.hpp"
 
 namespace rtb {
@@ -39,6 +42,7 @@ struct PriorFitConfig {
   double step_fraction = 1.0;   ///< share of steps back-propagated per iteration (per block)
   bool rao_blackwell = true;    ///< use the process's closed-form bridge when it has one
   std::vector<std::string> frozen = {};  ///< tensors whose names start with one of these are not trained
+  Index condition_dim = 0;      ///< condition columns per row; 0 = as many as the process and the net read
   Index threads = 0;
   Index block_rows = 128;
   std::uint64_t seed = 12345;
@@ -49,35 +53,51 @@ struct PriorFitStats {
   double loss = 0;  ///< −mean Σ_t log p_θ over the batch (estimated from the kept steps)
 };
 
-/// Fits `net` to data. `data(MatrixView<V> x, std::int64_t iteration)` fills a batch of end
-/// points. Callbacks are called as cb(stats) after each iteration; returning false stops.
-/// Returns the optimiser, whose moments a fine-tuning run may carry over.
+/// Fits `model` to data. `data` fills a batch of end points each iteration, as
+/// data(MatrixView<V> x, std::int64_t iteration), or, for conditional problems, as
+/// data(MatrixView<V> x, MatrixView<C> condition, std::int64_t iteration). End states and
+/// conditions are checked by the process where it can (real tokens, MASK where it must be).
+/// Callbacks are called as cb(stats) after each iteration; returning false stops. Returns the
+/// optimiser, whose moments a fine-tuning run may carry over.
 template <ReversibleNoiseProcess P, Denoiser N, class DataFn, class... Callbacks>
-Adam<typename N::Scalar> fit_prior(const P& process, N& net, DataFn&& data, const PriorFitConfig& cfg,
-                                   Callbacks&&... callbacks) {
+Adam<typename N::Scalar, space_of_t<N>> fit_prior(const P& process, Model<N>& model, DataFn&& data,
+                                                  const PriorFitConfig& cfg, Callbacks&&... callbacks) {
   using S = typename P::Scalar;
+  using V = typename P::Value;
+  using C = condition_of_t<P>;
+  using Space = space_of_t<P>;
   if (cfg.batch_size <= 0)
     throw EmptyBatchError(detail::message("fit_prior: batch_size must be positive, got ", cfg.batch_size));
   if (!(cfg.step_fraction > 0 && cfg.step_fraction <= 1))
     throw InvalidArgumentError(detail::message("fit_prior: step_fraction must be in (0, 1], got ", cfg.step_fraction));
-  detail::TrajectoryEngine<P, N> eng(process, net, cfg.block_rows, cfg.threads);
-  eng.shape(net, 0, cfg.batch_size);
-  Adam<S> adam(net.num_params(), {static_cast<S>(cfg.learning_rate)});
-  const Index T = process.num_steps(), B = cfg.batch_size;
+  const Index cond_dim = detail::resolve_condition_dim(process, model.net(), model.net(), cfg.condition_dim);
+  constexpr bool conditional = std::is_invocable_v<DataFn&, MatrixView<V>, MatrixView<C>, std::int64_t>;
+  if (cond_dim > 0 && !conditional)
+    throw InvalidArgumentError(detail::message("fit_prior: the process and net read ", cond_dim,
+                                               " condition columns; give data(x, condition, iteration)"));
+  detail::TrajectoryEngine<P, N> eng(process, model.net(), model.net(), cond_dim, cfg.block_rows, cfg.threads);
+  eng.shape(0, cfg.batch_size);
+  Adam<S, Space> adam(model.num_params(), {static_cast<S>(cfg.learning_rate)});
+  const Index T = process.num_steps(), B = cfg.batch_size, D = process.state_dim();
   const Index K = std::max<Index>(1, static_cast<Index>(std::lround(cfg.step_fraction * static_cast<double>(T))));
   const S scale = static_cast<S>(T) / static_cast<S>(K);
   std::vector<S> weight(static_cast<std::size_t>(B), S(-1) / static_cast<S>(B));
-  std::vector<S> grad(static_cast<std::size_t>(net.num_params())), log_p(static_cast<std::size_t>(B));
+  typename Space::template buffer<S> grad(static_cast<std::size_t>(model.num_params())), log_p_space(static_cast<std::size_t>(B));
+  std::vector<S> log_p(static_cast<std::size_t>(B));
+  RowMatrix<V> x_host(B, D);
+  RowMatrix<C> c_host(B, cond_dim);
   std::vector<Index> order(static_cast<std::size_t>(T));
   std::vector<std::pair<Index, Index>> frozen;  // (offset, size) of frozen tensors
-  for (const ParameterTensor& t : net.layout().tensors())
+  for (const ParameterTensor& t : model.layout().tensors())
     for (const std::string& prefix : cfg.frozen)
       if (t.name.rfind(prefix, 0) == 0) frozen.emplace_back(t.offset, t.size);
   auto finish = [&](std::int64_t it) {
-    for (auto [offset, size] : frozen) std::fill_n(grad.begin() + offset, size, S(0));
-    double loss = 0, norm2 = 0;
+    for (auto [offset, size] : frozen)
+      Space::fill(std::span<S>(grad).subspan(static_cast<std::size_t>(offset), static_cast<std::size_t>(size)), S(0));
+    Space::download(std::span<S>(log_p), std::span<const S>(log_p_space));
+    double loss = 0;
     for (S v : log_p) loss -= static_cast<double>(v) / static_cast<double>(B);
-    for (S g : grad) norm2 += static_cast<double>(g) * g;
+    const double norm2 = Space::sum_squares(std::span<const S>(grad));
     if (!std::isfinite(norm2) || !std::isfinite(loss))
       throw NonFiniteError(detail::message("fit_prior: non-finite loss or gradient at iteration ", it,
                                            "; check the data for NaN or lower the learning rate"));
@@ -86,34 +106,41 @@ Adam<typename N::Scalar> fit_prior(const P& process, N& net, DataFn&& data, cons
                                            static_cast<double>(cfg.iterations - 1)));
       adam.set_learning_rate(static_cast<S>(cfg.final_learning_rate + (cfg.learning_rate - cfg.final_learning_rate) * c));
     }
-    adam.step(net.params(), grad);
-    const PriorFitStats st{it, loss};
-    bool go = true;
-    (
-        [&](auto& cb) {
-          if constexpr (std::is_same_v<decltype(cb(st)), bool>)
-            go = cb(st) && go;
-          else
-            cb(st);
-        }(callbacks),
-        ...);
-    return go;
+    adam.step(model.params(), std::span<const S>(grad));
+    PriorFitStats st{it, loss};
+    return detail::call_callbacks(std::tuple<PriorFitStats&>(st), callbacks...);
   };
   for (std::int64_t it = 0; it < cfg.iterations; ++it) {
-    data(eng.end_states(), it);
+    MatrixView<V> x = std::is_same_v<Space, HostSpace> ? MatrixView<V>(eng.end_states().data(), B, D)
+                                                       : MatrixView<V>(x_host.data(), B, D);
+    MatrixView<C> c = std::is_same_v<Space, HostSpace> ? MatrixView<C>(eng.conditions().data(), B, cond_dim)
+                                                       : MatrixView<C>(c_host.data(), B, cond_dim);
+    if constexpr (conditional)
+      data(x, c, it);
+    else
+      data(x, it);
+    if constexpr (requires { process.check_end_states(const_view(x), "fit_prior data"); })
+      process.check_end_states(const_view(x), "fit_prior data");
+    if (cond_dim > 0) detail::check_conditions(process, const_view(c), B, cond_dim, "fit_prior data");
+    if constexpr (!std::is_same_v<Space, HostSpace>) {
+      Space::upload(std::span<V>(eng.end_states().data(), static_cast<std::size_t>(B * D)),
+                    std::span<const V>(x_host.data(), static_cast<std::size_t>(B * D)));
+      Space::upload(std::span<C>(eng.conditions().data(), static_cast<std::size_t>(B * cond_dim)),
+                    std::span<const C>(c_host.data(), static_cast<std::size_t>(B * cond_dim)));
+    }
     if constexpr (has_bridge<P>) {
       if (cfg.rao_blackwell) {
-        eng.pass_bridge(net, {cfg.seed, math::Stream::Backward, static_cast<std::uint64_t>(it)}, weight.data(), K,
-                        std::span<S>(grad), log_p.data());
+        eng.backpropagate_bridge(model, {cfg.seed, math::Stream::Backward, static_cast<std::uint64_t>(it)}, weight, K,
+                                 std::span<S>(grad), std::span<S>(log_p_space));
         if (!finish(it)) break;
         continue;
       }
     }
-    eng.fill_given_backward({cfg.seed, math::Stream::Backward, static_cast<std::uint64_t>(it)});
+    eng.build_stored_backward({cfg.seed, math::Stream::Backward, static_cast<std::uint64_t>(it)});
     auto keep = eng.keep_flags();
     detail::choose_steps({cfg.seed, math::Stream::StepSubset, static_cast<std::uint64_t>(it)}, T, K, order, keep);
-    eng.pass2(net, {cfg.seed, math::Stream::Rollout, static_cast<std::uint64_t>(it)}, S(0), weight.data(), keep.data(),
-              scale, std::span<S>(grad), log_p.data());
+    eng.backpropagate(model, {cfg.seed, math::Stream::Rollout, static_cast<std::uint64_t>(it)}, S(0), weight,
+                      keep.data(), scale, std::span<S>(grad), std::span<S>(log_p_space));
     if (!finish(it)) break;
   }
   return adam;

@@ -1,380 +1,341 @@
 // SPDX-License-Identifier: Apache-2.0
 #pragma once
 /// \file
-/// The trainer: fine-tunes a copy p_φ of a frozen diffusion prior p_θ so that p_φ(x) ∝ p_θ(x)·r(x)^β,
-/// by driving δ(τ) = log Z + Σ_t log p_φ − Σ_t log p_θ − β·log r(x_T) to zero along trajectories
-/// from any behaviour policy (on-policy, widened by exploration, or replayed end points re-noised
-/// by the backward kernel). The gradient is the two-pass one of TrajectoryEngine: memory does not
-/// grow with T.
+/// The trainer: fine-tunes a posterior p_φ on top of a frozen diffusion prior p_θ so that
+/// p_φ(x | c) ∝ p_θ(x | c)·r(x, c)^β, by driving δ(τ) = log Z + Σ_t log p_φ − Σ_t log p_θ − β·log r(x_T)
+/// to zero along trajectories from any behaviour policy (on-policy, widened by exploration, the
+/// prior, or replayed end points re-noised by the backward kernel). The gradient is the two-pass
+/// one of TrajectoryEngine: memory does not grow with T.
 ///
-///     rtb::RelativeTrajectoryBalance trainer(process, prior_net, reward, rtb::Config{.batch_size = 500});
-///     for (int k = 0; k < 5000; ++k) trainer.step();
+///     rtb::RelativeTrajectoryBalance trainer(process, prior_model, reward, rtb::Config{.batch_size = 500});
+///     trainer.train(5000);
 ///     auto x = trainer.sample(2000, /*seed=*/1);
 ///
-/// The posterior starts as an exact copy of the prior; the prior is held by value, never trained
-/// and never written to checkpoints. `Objective` is RelativeTB (default), RelativeVarGrad or the
-/// ReinforceKL baseline.
+/// The trainer owns the parameters: the prior's (frozen, never trained, never checkpointed) and the
+/// posterior's (trained). The posterior starts as an exact copy of the prior, or, when the net
+/// wraps a frozen base (LoRA), as the wrapper over the prior, sharing its parameters. A step runs
+/// in phases: collect (behaviour, conditions) → score (both models, reward) → objective statistics
+/// → back-propagate → reduce (the Reduction policy: identity for one process, an all-reduce for
+/// data-parallel replicas) → update. `compute_gradient()` runs all but the update, which
+/// `apply_gradient()` performs; `step()` is both. `Objective` is RelativeTB (default),
+/// RelativeVarGrad or the ReinforceKL baseline.
 
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <memory>
 #include <span>
 #include <string>
 #include <type_traits>
 #include <vector>
 
-#include <xtensor/xadapt.hpp>
-#include <xtensor/xtensor.hpp>
-
 #include "rtb/concepts/denoiser.hpp"
 #include "rtb/concepts/noise_process.hpp"
+#include "rtb/concepts/reduction.hpp"
 #include "rtb/concepts/reward.hpp"
 #include "rtb/error.hpp"
-#include "rtb/eval/log_partition.hpp"
 #include "rtb/net/adam.hpp"
+#include "rtb/net/model.hpp"
 #include "rtb/objective/relative_tb.hpp"
 #include "rtb/sampling/replay_buffer.hpp"
-#include "rtb/train/checkpoint.hpp"
+#include "rtb/train/callbacks.hpp"
 #include "rtb/train/config.hpp"
+#include "rtb/train/evaluation.hpp"
+#include "rtb/train/trainer_state.hpp"
+#include "rtb/train/trainer_support.hpp"
 #include "rtb/train/trajectory_engine.hpp"
 
 namespace rtb {
 
-/// Samples and importance-sampling diagnostics of the current posterior.
-template <class S, class V = S>
-struct Evaluation {
-  RowMatrix<V> samples;           ///< x_T, [n, D]
-  std::vector<S> log_r;           ///< log r(x_T)
-  std::vector<S> log_weight;      ///< β log r + Σ log p_θ − Σ log p_φ
-  LogPartitionEstimate log_partition;
-  double mean_log_r = 0;
-  double mean_log_ratio = 0;      ///< KL(p_φ ‖ p_θ) estimate over trajectories
-};
-
-namespace detail {
-
-/// Checks rewards: NaN and +∞ always throw; −∞ throws or is skipped by policy. Returns the
-/// number skipped and sets valid[i].
-template <class V, class S>
-Index check_log_rewards(ConstMatrixView<V> x, std::span<const S> log_r, std::span<char> valid, ZeroRewardPolicy policy,
-                        Index first_checked = 0) {
-  Index skipped = 0;
-  const auto B = static_cast<Index>(log_r.size());
-  for (Index i = first_checked; i < B; ++i) {
-    const S v = log_r[static_cast<std::size_t>(i)];
-    valid[static_cast<std::size_t>(i)] = 1;
-    if (std::isfinite(static_cast<double>(v))) continue;
-    std::string xs;
-    for (Index d = 0; d < std::min<Index>(x.cols(), 8); ++d)
-      xs += (d ? ", " : "") + std::to_string(static_cast<double>(x(i, d)));
-    if (x.cols() > 8) xs += ", ...";
-    if (std::isnan(static_cast<double>(v)))
-      throw NonFiniteError(message("log_reward: sample ", i, " of ", B, " is NaN (x = [", xs,
-                                   "]); check the reward's domain"));
-    if (v > 0)
-      throw NonFiniteError(message("log_reward: sample ", i, " of ", B, " is +inf (x = [", xs,
-                                   "]); the reward must be finite"));
-    if (policy == ZeroRewardPolicy::Throw)
-      throw ZeroRewardError(message("log_reward: sample ", i, " of ", B, " is -inf, i.e. r = 0 (x = [", xs,
-                                    "]); make the reward positive on the sampler's support, or set "
-                                    "Config::on_zero_reward = ZeroRewardPolicy::Skip to leave such samples out"));
-    valid[static_cast<std::size_t>(i)] = 0;
-    ++skipped;
-  }
-  return skipped;
-}
-
-}  // namespace detail
-
-template <NoiseProcess P, Denoiser N, class R, class Objective = RelativeTB>
-  requires Reward<R, typename P::Value, typename P::Scalar>
+template <NoiseProcess P, Denoiser N, class R, class Objective = RelativeTB, Reduction Red = LocalReduction>
+  requires Reward<R, typename P::Value, typename P::Scalar, condition_of_t<P>>
 class RelativeTrajectoryBalance {
  public:
   using S = typename P::Scalar;
   using V = typename P::Value;
+  using C = condition_of_t<P>;
+  using Space = space_of_t<P>;
+  using PriorNet = prior_net_t<N>;
+  using Engine = detail::TrajectoryEngine<P, N, PriorNet>;
 
-  RelativeTrajectoryBalance(P process, N prior, R reward, Config config = {})
+  /// From a model: the prior with its weights, or a wrapper over it (then the posterior trains
+  /// only the wrapper's own tensors and the prior is the wrapper's base).
+  RelativeTrajectoryBalance(P process, Model<N> model, R reward, Config config = {}, Red reduction = {})
       : process_(std::move(process)),
-        prior_(std::move(prior)),
-        posterior_(prior_),
+        prior_(prior_of(model)),
+        posterior_(std::move(model)),
         reward_(std::move(reward)),
         config_(config),
-        engine_(process_, prior_, config.block_rows, config.threads),
+        reduction_(std::move(reduction)),
+        cond_dim_(detail::resolve_condition_dim(process_, posterior_.net(), prior_->net(), config.condition_dim)),
+        engine_(process_, posterior_.net(), prior_->net(), cond_dim_, config.block_rows, config.threads),
         adam_(posterior_.num_params(), {static_cast<S>(config.learning_rate)}),
-        log_z_adam_(1, {static_cast<S>(config.log_z_learning_rate)}),
-        log_z_(static_cast<S>(config.log_z_init)),
+        log_z_adam_(std::max<Index>(config.log_z_table, 1), {static_cast<S>(config.log_z_learning_rate)}),
         seed_(config.seed) {
     const Config& c = config_;
-    if (c.batch_size <= 0)
-      throw EmptyBatchError(detail::message("Config::batch_size must be positive, got ", c.batch_size));
-    if (!(c.step_fraction > 0 && c.step_fraction <= 1))
-      throw InvalidArgumentError(detail::message("Config::step_fraction must be in (0, 1], got ", c.step_fraction));
-    if (!(c.replay_fraction >= 0 && c.replay_fraction < 1))
-      throw InvalidArgumentError(detail::message("Config::replay_fraction must be in [0, 1), got ", c.replay_fraction));
-    if (!std::isfinite(c.beta) || !std::isfinite(c.log_z_init) || c.loss_cutoff < 0 || c.max_grad_norm < 0)
-      throw InvalidArgumentError(detail::message("Config: beta and log_z_init must be finite and loss_cutoff, ",
-                                                 "max_grad_norm non-negative (beta=", c.beta, ", log_z_init=",
-                                                 c.log_z_init, ", loss_cutoff=", c.loss_cutoff, ")"));
-    if (Objective::on_policy_only && c.replay_fraction > 0)
-      throw InvalidArgumentError(detail::message(Objective::name, " is on-policy only; set Config::replay_fraction = 0"));
+    detail::validate_config(c);
+    detail::validate_for<Objective, P>(c, cond_dim_);
+    exploration_ = c.exploration.resolved(detail::default_exploration(process_));
+    log_z_.assign(static_cast<std::size_t>(c.log_z_table), static_cast<S>(c.log_z_init));
     replay_max_ = static_cast<Index>(std::lround(c.replay_fraction * static_cast<double>(c.batch_size)));
-    if (replay_max_ > 0) {
-      if constexpr (!ReversibleNoiseProcess<P>)
-        throw InvalidArgumentError("replay needs a process with a backward kernel (ReversibleNoiseProcess)");
-      replay_ = ReplayBuffer<V, S>(c.replay_capacity, process_.state_dim(), c.replay_priority);
-    }
+    if (replay_max_ > 0) replay_ = ReplayBuffer<V, S, C>(c.replay_capacity, process_.state_dim(), c.replay_priority, cond_dim_);
+    engine_.set_row_offset(reduction_.row_offset(c.batch_size));
     const auto B = static_cast<std::size_t>(c.batch_size);
     log_post_.resize(B);
     log_prior_.resize(B);
     log_r_.resize(B);
+    row_log_z_.resize(B);
     weight_.resize(B);
+    d_log_z_.resize(B);
     valid_.resize(B);
-    grad_.resize(static_cast<std::size_t>(posterior_.num_params()));
+    d_log_z_table_.resize(log_z_.size());
+    d_log_z_acc_.resize(log_z_.size());
+    host_cond_.resize(B * static_cast<std::size_t>(cond_dim_));
+    mirror_.resize(B * static_cast<std::size_t>(process_.state_dim()), host_cond_.size());
+    grad_ = typename Space::template buffer<S>(static_cast<std::size_t>(posterior_.num_params()));
     order_.resize(static_cast<std::size_t>(process_.num_steps()));
-    if (c.prior_behaviour_every < 0)
-      throw InvalidArgumentError(detail::message("Config::prior_behaviour_every must be >= 0, got ", c.prior_behaviour_every));
-    if (Objective::on_policy_only && c.prior_behaviour_every > 0)
-      throw InvalidArgumentError(detail::message(Objective::name, " is on-policy only; set Config::prior_behaviour_every = 0"));
     // Size every buffer for every batch composition now, so step() never allocates.
-    if (c.prior_behaviour_every > 0) engine_.shape(posterior_, 0, c.batch_size);
-    if (replay_max_ > 0) engine_.shape(posterior_, c.batch_size - replay_max_, replay_max_);
-    engine_.shape(posterior_, c.batch_size, 0);
+    if (c.prior_behaviour_every > 0) engine_.shape(0, c.batch_size);
+    if (replay_max_ > 0) engine_.shape(c.batch_size - replay_max_, replay_max_);
+    engine_.shape(c.batch_size, 0);
+  }
+  /// From a net with fresh weights (its initialiser).
+  RelativeTrajectoryBalance(P process, N net, R reward, Config config = {}, Red reduction = {})
+    requires(!WrapsFrozenBase<N>)
+      : RelativeTrajectoryBalance(std::move(process), Model<N>(std::move(net)), std::move(reward), config,
+                                  std::move(reduction)) {}
+
+  /// One training step: compute_gradient() then apply_gradient(). `conditions` [batch, Dc] when
+  /// the problem is conditional (row i's condition; replayed rows keep the one they were drawn with).
+  StepStats step() {
+    StepStats st = compute_gradient();
+    apply_gradient(st);
+    return st;
+  }
+  StepStats step(ConstMatrixView<C> conditions) {
+    StepStats st = compute_gradient(conditions);
+    apply_gradient(st);
+    return st;
   }
 
-  /// One training step: roll out / replay, score, back-propagate, update. Throws (leaving the
-  /// parameters untouched) on a NaN reward, a −∞ reward under the throwing policy, or a
-  /// non-finite gradient.
-  StepStats step() {
+  /// Every phase but the update: leaves the reduced gradient in gradient() and the parameters as
+  /// they were. Throws (changing nothing) on a NaN reward, a −∞ reward under the throwing policy,
+  /// or a non-finite gradient.
+  StepStats compute_gradient() {
+    if (cond_dim_ > 0)
+      throw InvalidArgumentError(detail::message("this problem reads ", cond_dim_,
+                                                 " condition columns per row; pass them: step(conditions)"));
+    return compute(false);
+  }
+  StepStats compute_gradient(ConstMatrixView<C> conditions) {
+    detail::check_conditions(process_, conditions, config_.batch_size, cond_dim_, "step");
+    detail::check_log_z_entries(conditions, config_.log_z_table, config_.log_z_column);
+    std::copy_n(conditions.data(), conditions.size(), host_cond_.data());
+    return compute(true);
+  }
+
+  /// The update: clip, Adam on the posterior, log Z; adds the batch's on-policy end points to the
+  /// replay buffer; advances the iteration. `st` is what compute_gradient() returned.
+  void apply_gradient(StepStats& st) {
+    if (!pending_) throw InvalidArgumentError("apply_gradient: call compute_gradient() first");
+    pending_ = false;
+    const Config& c = config_;
+    const std::int64_t k = iteration_;
+    if (c.max_grad_norm > 0 && st.grad_norm > c.max_grad_norm)
+      Space::scale(std::span<S>(grad_), static_cast<S>(c.max_grad_norm / st.grad_norm));
+    const double f = c.decay.factor(k);
+    adam_.set_learning_rate(static_cast<S>(c.learning_rate * f));
+    log_z_adam_.set_learning_rate(static_cast<S>(c.log_z_learning_rate * f));
+    adam_.step(posterior_.params(), std::span<const S>(grad_));
+    if constexpr (Objective::learns_log_z) {
+      if (c.log_z_optimizer == LogZOptimizer::Adam)
+        log_z_adam_.step(std::span<S>(log_z_), std::span<const S>(d_log_z_table_));
+      else
+        for (std::size_t e = 0; e < log_z_.size(); ++e)
+          log_z_[e] -= log_z_adam_.options().learning_rate * d_log_z_table_[e];  // the decayed rate, see above
+    } else {
+      log_z_[0] = last_estimate_;
+    }
+    st.learned_log_z = learned_log_z();
+    if (replay_max_ > 0) {
+      const Index n_on = last_on_policy_;
+      replay_.add(ConstMatrixView<V>(mirror_.end(engine_), n_on, process_.state_dim()),
+                  ConstMatrixView<C>(mirror_.conditions(engine_), n_on, cond_dim_), std::span<const S>(log_r_.data(), n_on),
+                  std::span<const char>(valid_.data(), n_on));
+    }
+    ++iteration_;
+  }
+
+  /// Runs `iterations` steps, calling each callback as cb(trainer, stats) after every step; a
+  /// callback returning false stops training early. Conditional problems pass a ConditionSource
+  /// first: `train(n, rtb::conditions_from(fn), callbacks…)` with fn(MatrixView<C> out, iteration).
+  template <class... Callbacks>
+  StepStats train(std::int64_t iterations, Callbacks&&... callbacks) {
+    if constexpr (sizeof...(Callbacks) > 0 && detail::is_condition_source_v<typename detail::first_of<Callbacks...>::type>) {
+      return train_conditional(iterations, std::forward<Callbacks>(callbacks)...);
+    } else {
+      StepStats last;
+      for (std::int64_t i = 0; i < iterations; ++i) {
+        last = step();
+        if (!detail::call_callbacks(std::tuple<RelativeTrajectoryBalance&, StepStats&>(*this, last), callbacks...)) break;
+      }
+      return last;
+    }
+  }
+
+  /// n end points of the posterior (no exploration), [n, D]; conditional problems give the rows'
+  /// conditions instead of n.
+  Samples<V> sample(Index n, std::uint64_t seed) { return rollouts(n, seed, false, nullptr).samples; }
+  Samples<V> sample(ConstMatrixView<C> conditions, std::uint64_t seed) {
+    return rollouts(conditions.rows(), seed, false, &conditions).samples;
+  }
+
+  /// n on-policy trajectories scored under both models: samples, log r, importance weights, the
+  /// importance-sampled log Z (log_partition.log_z_is, the estimate to report), ELBO and ESS.
+  Evaluation<S, V> evaluate(Index n, std::uint64_t seed) { return rollouts(n, seed, true, nullptr); }
+  Evaluation<S, V> evaluate(ConstMatrixView<C> conditions, std::uint64_t seed) {
+    return rollouts(conditions.rows(), seed, true, &conditions);
+  }
+
+  /// The learned log Z (entry 0, or the table's mean): it sits below log Z by the sampler's KL
+  /// divergence; evaluate().log_partition.log_z_is is the consistent estimate.
+  double learned_log_z() const {
+    if (log_z_.size() == 1) return log_z_[0];
+    double s = 0;
+    for (S v : log_z_) s += v;
+    return s / static_cast<double>(log_z_.size());
+  }
+  /// The learned log Z table (one entry per condition id when Config::log_z_table > 1).
+  std::span<const S> learned_log_z_table() const { return log_z_; }
+  void set_learned_log_z(S v) { std::fill(log_z_.begin(), log_z_.end(), v); }
+  const Model<N>& posterior() const { return posterior_; }
+  Model<N>& posterior() { return posterior_; }
+  const Model<PriorNet>& prior() const { return *prior_; }
+  const P& process() const { return process_; }
+  R& reward() { return reward_; }
+  const Config& config() const { return config_; }
+  Red& reduction() { return reduction_; }
+  Index condition_dim() const { return cond_dim_; }
+  std::int64_t iteration() const { return iteration_; }
+  std::int64_t skipped_total() const { return skipped_total_; }
+  /// The last computed gradient (in the process's space), after reduction.
+  std::span<const S> gradient() const { return grad_; }
+  Adam<S, Space>& optimizer() { return adam_; }
+  Adam<S>& log_z_optimizer() { return log_z_adam_; }
+  const ReplayBuffer<V, S, C>& replay_buffer() const { return replay_; }
+  /// Bytes of the training workspace (trajectory buffers, contexts, gradients, per-row arrays).
+  std::size_t workspace_bytes() const {
+    return engine_.workspace_bytes() + buffer_bytes(grad_) +
+           sizeof(S) * (log_post_.capacity() + log_prior_.capacity() + log_r_.capacity() + weight_.capacity() +
+                        row_log_z_.capacity()) +
+           sizeof(double) * d_log_z_.capacity() + valid_.capacity() + sizeof(Index) * order_.capacity();
+  }
+
+  /// Writes the trainer's state to `path` atomically (trainer_state.hpp says what it holds).
+  void save(const std::string& path) const { detail::save_trainer_state(const_cast<RelativeTrajectoryBalance&>(*this).state(), path); }
+  /// Restores a checkpoint written by save() of a trainer with the same architecture and shapes.
+  /// All or nothing: on error the trainer is unchanged.
+  void load(const std::string& path) {
+    auto st = state();
+    detail::load_trainer_state(st, path);
+  }
+
+ private:
+  static std::shared_ptr<const Model<PriorNet>> prior_of(const Model<N>& model) {
+    if constexpr (WrapsFrozenBase<N>)
+      return model.base();
+    else
+      return std::make_shared<const Model<N>>(model);
+  }
+
+  StepStats compute(bool conditional) {
     const Config& c = config_;
     const std::int64_t k = iteration_;
     StepStats st;
     st.iteration = k;
-    const S expl = Objective::on_policy_only ? S(0) : static_cast<S>(c.exploration(k));
-    st.exploration_std = expl;
-    // Behaviour: the prior every k-th step (all rows given), else on-policy rows plus replay.
+    // collect: behaviour rows and their conditions
+    const S expl = Objective::on_policy_only ? S(0) : static_cast<S>(exploration_(k));
+    st.exploration = expl;
     st.from_prior = c.prior_behaviour_every > 0 && k % c.prior_behaviour_every == 0;
-    const Index n_replay =
-        (!st.from_prior && replay_max_ > 0 && replay_.size() >= c.batch_size) ? replay_max_ : 0;
+    const Index n_replay = (!st.from_prior && replay_max_ > 0 && replay_.size() >= c.batch_size) ? replay_max_ : 0;
     const Index n_on = st.from_prior ? 0 : c.batch_size - n_replay;
-    engine_.shape(posterior_, n_on, c.batch_size - n_on);
+    engine_.shape(n_on, c.batch_size - n_on);
+    st.replayed = n_replay;
+    last_on_policy_ = n_on;
+    if (conditional)
+      Space::upload(std::span<C>(engine_.conditions().data(), host_cond_.size()), std::span<const C>(host_cond_));
     const math::NoiseKey rollout{seed_, math::Stream::Rollout, static_cast<std::uint64_t>(k)};
-    if (st.from_prior) engine_.fill_given_by_rollout(prior_, rollout, expl);
+    if (st.from_prior) engine_.roll_out_stored(*prior_, rollout, expl);
     if (n_replay > 0) {
       if constexpr (ReversibleNoiseProcess<P>) {
-        auto end = engine_.end_states();
-        replay_.sample(n_replay, {seed_, math::Stream::Replay, static_cast<std::uint64_t>(k)},
-                       MatrixView<V>(&end(n_on, 0), n_replay, end.cols()), nullptr);
-        engine_.fill_given_backward({seed_, math::Stream::Backward, static_cast<std::uint64_t>(k)});
+        detail::replay_into(engine_, replay_, n_on, n_replay, {seed_, math::Stream::Replay, static_cast<std::uint64_t>(k)},
+                            mirror_);
+        engine_.build_stored_backward({seed_, math::Stream::Backward, static_cast<std::uint64_t>(k)});
       }
     }
-    st.replayed = n_replay;
-    engine_.pass1(posterior_, &prior_, rollout, expl, log_post_.data(), log_prior_.data());
-    auto end = engine_.end_states();
-    const ConstMatrixView<V> x_end(end.data(), end.rows(), end.cols());
-    reward_.log_reward(x_end, std::span<S>(log_r_));
+    // score: both models along every row, then the reward
+    engine_.score(posterior_, prior_.get(), rollout, expl);
+    Space::download(std::span<S>(log_post_), engine_.log_post());
+    Space::download(std::span<S>(log_prior_), engine_.log_prior());
+    mirror_.fetch(engine_);
+    const ConstMatrixView<V> x_end(mirror_.end(engine_), c.batch_size, process_.state_dim());
+    const ConstMatrixView<C> cond(mirror_.conditions(engine_), c.batch_size, cond_dim_);
+    detail::call_log_reward(reward_, x_end, cond, std::span<S>(log_r_));
     st.skipped = detail::check_log_rewards<V, S>(x_end, log_r_, valid_, c.on_zero_reward);
     if (st.skipped == c.batch_size)
       throw ZeroRewardError(detail::message("log_reward: all ", c.batch_size, " samples of iteration ", k,
                                             " have r = 0; nothing to train on"));
-    skipped_total_ += st.skipped;
-
-    const ObjectiveBatch<S> batch{log_post_,
-                                  log_prior_,
-                                  log_r_,
-                                  valid_,
-                                  log_z_,
-                                  static_cast<S>(c.beta),
-                                  static_cast<S>(c.loss_cutoff),
-                                  static_cast<S>(c.kl_weight),
-                                  c.group_size};
-    const ObjectiveResult<S> res = Objective{}(batch, std::span<S>(weight_));
+    // objective statistics (global through the reduction)
+    for (std::size_t i = 0; i < row_log_z_.size(); ++i) row_log_z_[i] = log_z_[detail::log_z_entry(cond, static_cast<Index>(i), log_z_.size(), c.log_z_column)];
+    const ObjectiveBatch<S> batch{log_post_, log_prior_, log_r_, valid_, row_log_z_, static_cast<S>(c.beta),
+                                  static_cast<S>(c.loss_cutoff), static_cast<S>(c.kl_weight), c.group_size};
+    const ObjectiveResult<S> res = Objective{}(batch, ObjectiveOutputs<S>{weight_, d_log_z_}, reduction_);
     st.loss = res.loss;
     st.mean_delta = res.mean_delta;
-    double sum_lr = 0, sum_ratio = 0;
+    last_estimate_ = res.log_z_estimate;
+    double sums[2] = {0, 0};  // Σ log r, Σ (log p_φ − log p_θ) over used rows
     for (std::size_t i = 0; i < log_r_.size(); ++i)
       if (valid_[i]) {
-        sum_lr += log_r_[i];
-        sum_ratio += static_cast<double>(log_post_[i]) - log_prior_[i];
+        sums[0] += log_r_[i];
+        sums[1] += static_cast<double>(log_post_[i]) - log_prior_[i];
       }
-    st.mean_log_r = sum_lr / static_cast<double>(res.used);
-    st.mean_log_ratio = sum_ratio / static_cast<double>(res.used);
-
-    // Pass 2, with an unbiased random subset of steps if asked.
+    reduction_.all_sum(sums);
+    st.mean_log_r = sums[0] / static_cast<double>(res.used);
+    st.mean_log_ratio = sums[1] / static_cast<double>(res.used);
+    // back-propagate, with an unbiased random subset of steps if asked, then reduce
     const char* keep = nullptr;
     S scale = S(1);
-    if (c.step_fraction < 1) {
-      keep = choose_steps(k, scale);
-    }
-    engine_.pass2(posterior_, rollout, expl, weight_.data(), keep, scale, std::span<S>(grad_));
-
-    double norm2 = 0;
-    for (S g : grad_) norm2 += static_cast<double>(g) * g;
+    if (c.step_fraction < 1) keep = choose_steps(k, scale);
+    engine_.backpropagate(posterior_, rollout, expl, weight_, keep, scale, std::span<S>(grad_));
+    reduction_.all_sum_gradient(std::span<S>(grad_));
+    double d_table_sum[1] = {0};
+    if constexpr (Objective::learns_log_z)
+      d_table_sum[0] = detail::log_z_gradient(d_log_z_, cond, c.log_z_column, reduction_, d_log_z_acc_, d_log_z_table_);
+    const double norm2 = Space::sum_squares(std::span<const S>(grad_));
     st.grad_norm = std::sqrt(norm2);
-    if (!std::isfinite(norm2) || !std::isfinite(static_cast<double>(res.d_log_z)))
+    if (!std::isfinite(norm2) || !std::isfinite(d_table_sum[0]))
       throw NonFiniteError(detail::message("RelativeTrajectoryBalance::step: the gradient at iteration ", k,
-                                           " is not finite (norm² = ", norm2, ", d log Z = ", res.d_log_z,
+                                           " is not finite (norm² = ", norm2, ", |d log Z| = ", d_table_sum[0],
                                            "); parameters left unchanged. Lower the learning rate, set "
                                            "max_grad_norm, or check the reward's scale"));
-    if (c.max_grad_norm > 0 && st.grad_norm > c.max_grad_norm) {
-      const S f = static_cast<S>(c.max_grad_norm / st.grad_norm);
-      for (S& g : grad_) g *= f;
-    }
-    const double f = c.decay.factor(k);
-    adam_.set_learning_rate(static_cast<S>(c.learning_rate * f));
-    log_z_adam_.set_learning_rate(static_cast<S>(c.log_z_learning_rate * f));
-    adam_.step(posterior_.params(), grad_);
-    if constexpr (Objective::learns_log_z) {
-      S g = res.d_log_z;
-      if (c.log_z_optimizer == LogZOptimizer::Adam)
-        log_z_adam_.step(std::span<S>(&log_z_, 1), std::span<const S>(&g, 1));
-      else
-        log_z_ -= log_z_adam_.options().learning_rate * g;  // the decayed rate, see above
-      st.log_z = log_z_;
-    } else {
-      log_z_ = res.log_z_estimate;
-      st.log_z = log_z_;
-    }
-    if (replay_max_ > 0)
-      replay_.add(ConstMatrixView<V>(x_end.data(), n_on, x_end.cols()), std::span<const S>(log_r_.data(), n_on),
-                  std::span<const char>(valid_.data(), n_on));
-    ++iteration_;
+    skipped_total_ += st.skipped;
+    pending_ = true;
     return st;
   }
 
-  /// Runs `iterations` steps, calling each callback as cb(trainer, stats) after every step; a
-  /// callback returning false stops training early.
-  template <class... Callbacks>
-  StepStats train(std::int64_t iterations, Callbacks&&... callbacks) {
+  template <class Source, class... Callbacks>
+  StepStats train_conditional(std::int64_t iterations, Source&& source, Callbacks&&... callbacks) {
     StepStats last;
+    RowMatrix<C> cond(config_.batch_size, cond_dim_);
     for (std::int64_t i = 0; i < iterations; ++i) {
-      last = step();
-      bool go = true;
-      (
-          [&](auto& cb) {
-            if constexpr (std::is_same_v<decltype(cb(*this, last)), bool>)
-              go = cb(*this, last) && go;
-            else
-              cb(*this, last);
-          }(callbacks),
-          ...);
-      if (!go) break;
+      source.fill(MatrixView<C>(cond.data(), cond.rows(), cond.cols()), iteration_);
+      last = step(ConstMatrixView<C>(cond.data(), cond.rows(), cond.cols()));
+      if (!detail::call_callbacks(std::tuple<RelativeTrajectoryBalance&, StepStats&>(*this, last), callbacks...)) break;
     }
     return last;
   }
 
-  /// n end points of the posterior (no exploration), as an xtensor [n, D].
-  xt::xtensor<V, 2> sample(Index n, std::uint64_t seed) {
-    const Evaluation<S, V> e = run_rollouts(n, seed, false);
-    xt::xtensor<V, 2> out = xt::empty<V>({static_cast<std::size_t>(n), static_cast<std::size_t>(process_.state_dim())});
-    std::copy(e.samples.data(), e.samples.data() + e.samples.size(), out.data());
-    return out;
-  }
-
-  /// n on-policy trajectories scored under both models: samples, log r, importance weights,
-  /// log Z estimates and ESS.
-  Evaluation<S, V> evaluate(Index n, std::uint64_t seed) { return run_rollouts(n, seed, true); }
-
-  S log_z() const { return log_z_; }
-  void set_log_z(S v) { log_z_ = v; }
-  const N& posterior() const { return posterior_; }
-  N& posterior() { return posterior_; }
-  const N& prior() const { return prior_; }
-  const P& process() const { return process_; }
-  /// The process, to change per-batch context between steps (e.g. MaskedCategoricalProcess::set_context).
-  P& process() { return process_; }
-  R& reward() { return reward_; }
-  const Config& config() const { return config_; }
-  std::int64_t iteration() const { return iteration_; }
-  std::int64_t skipped_total() const { return skipped_total_; }
-  Adam<S>& optimizer() { return adam_; }
-  Adam<S>& log_z_optimizer() { return log_z_adam_; }
-  const ReplayBuffer<V, S>& replay_buffer() const { return replay_; }
-  /// Bytes of the training workspace (trajectory buffers, contexts, gradients, per-row arrays).
-  std::size_t workspace_bytes() const {
-    return engine_.workspace_bytes() +
-           sizeof(S) * (log_post_.capacity() + log_prior_.capacity() + log_r_.capacity() + weight_.capacity() +
-                        grad_.capacity()) +
-           valid_.capacity() + sizeof(Index) * order_.capacity();
-  }
-
-  /// Writes posterior, log Z, both optimisers' moments, RNG (seed, iteration), replay buffer and
-  /// counters to `path` atomically.
-  void save(const std::string& path) const {
-    CheckpointWriter w;
-    const std::int64_t meta[5] = {posterior_.num_params(), process_.num_steps(), process_.state_dim(),
-                                  config_.batch_size, replay_.capacity()};
-    w.add("meta", std::span<const std::int64_t>(meta));
-    w.add("objective", std::span<const char>(Objective::name, std::char_traits<char>::length(Objective::name)));
-    w.add("posterior", posterior_.params());
-    w.add_scalar("log_z", log_z_);
-    w.add("adam.m", adam_.first_moment());
-    w.add("adam.v", adam_.second_moment());
-    w.add_scalar<std::int64_t>("adam.steps", adam_.steps());
-    w.add("log_z_adam.m", log_z_adam_.first_moment());
-    w.add("log_z_adam.v", log_z_adam_.second_moment());
-    w.add_scalar<std::int64_t>("log_z_adam.steps", log_z_adam_.steps());
-    w.add_scalar<std::uint64_t>("rng.seed", seed_);
-    w.add_scalar<std::int64_t>("iteration", iteration_);
-    w.add_scalar<std::int64_t>("skipped_total", skipped_total_);
-    w.add("replay.x", replay_.raw_states());
-    w.add("replay.log_r", replay_.raw_log_r());
-    const std::int64_t rs[2] = {replay_.size(), replay_.cursor()};
-    w.add("replay.state", std::span<const std::int64_t>(rs));
-    w.commit(path);
-  }
-
-  /// Restores a checkpoint written by save() of a trainer with the same architecture and shapes.
-  /// All or nothing: on error the trainer is unchanged.
-  void load(const std::string& path) {
-    CheckpointReader r(path);
-    const auto meta = r.array<std::int64_t>("meta", 5);
-    const std::int64_t want[5] = {posterior_.num_params(), process_.num_steps(), process_.state_dim(),
-                                  config_.batch_size, replay_.capacity()};
-    const char* what[5] = {"parameters", "steps", "state dimensions", "batch size", "replay capacity"};
-    for (int i = 0; i < 5; ++i)
-      if (meta[i] != want[i])
-        throw CheckpointError(detail::message("checkpoint ", path, " was written with ", meta[i], " ", what[i],
-                                              ", this trainer has ", want[i], "; build the trainer as it was saved"));
-    const auto obj = r.array<char>("objective");
-    if (std::string(obj.begin(), obj.end()) != Objective::name)
-      throw CheckpointError(detail::message("checkpoint ", path, " was written by objective '",
-                                            std::string(obj.begin(), obj.end()), "', this trainer runs '",
-                                            Objective::name, "'"));
-    const auto p = r.array<S>("posterior", posterior_.num_params());
-    for (S v : p)
-      if (!std::isfinite(static_cast<double>(v)))
-        throw CheckpointError(detail::message("checkpoint ", path, " holds non-finite posterior parameters"));
-    const auto m = r.array<S>("adam.m", adam_.size());
-    const auto v = r.array<S>("adam.v", adam_.size());
-    const auto zm = r.array<S>("log_z_adam.m", 1);
-    const auto zv = r.array<S>("log_z_adam.v", 1);
-    const auto rx = r.array<V>("replay.x", static_cast<std::ptrdiff_t>(replay_.raw_states().size()));
-    const auto rl = r.array<S>("replay.log_r", static_cast<std::ptrdiff_t>(replay_.raw_log_r().size()));
-    const auto rs = r.array<std::int64_t>("replay.state", 2);
-    const S log_z = r.scalar<S>("log_z");
-    const auto adam_steps = r.scalar<std::int64_t>("adam.steps");
-    const auto z_steps = r.scalar<std::int64_t>("log_z_adam.steps");
-    const auto seed = r.scalar<std::uint64_t>("rng.seed");
-    const auto iteration = r.scalar<std::int64_t>("iteration");
-    const auto skipped = r.scalar<std::int64_t>("skipped_total");
-    replay_.restore(rs[0], rs[1]);  // validates before anything changes below
-    std::copy(p.begin(), p.end(), posterior_.params().begin());
-    std::copy(m.begin(), m.end(), adam_.first_moment().begin());
-    std::copy(v.begin(), v.end(), adam_.second_moment().begin());
-    adam_.set_steps(adam_steps);
-    log_z_adam_.first_moment()[0] = zm[0];
-    log_z_adam_.second_moment()[0] = zv[0];
-    log_z_adam_.set_steps(z_steps);
-    std::copy(rx.begin(), rx.end(), replay_.raw_states().begin());
-    std::copy(rl.begin(), rl.end(), replay_.raw_log_r().begin());
-    log_z_ = log_z;
-    seed_ = seed;
-    iteration_ = iteration;
-    skipped_total_ = skipped;
-  }
-
- private:
   const char* choose_steps(std::int64_t k, S& scale) {
     const Index T = process_.num_steps();
     const Index K = std::max<Index>(1, static_cast<Index>(std::lround(config_.step_fraction * static_cast<double>(T))));
@@ -384,55 +345,50 @@ class RelativeTrajectoryBalance {
     return keep.data();
   }
 
-  Evaluation<S, V> run_rollouts(Index n, std::uint64_t seed, bool score) {
-    if (n <= 0) throw EmptyBatchError(detail::message("sample/evaluate: n must be positive, got ", n));
-    detail::TrajectoryEngine<P, N> eng(process_, posterior_, config_.block_rows, engine_.threads());
-    eng.shape(posterior_, n, 0);
-    std::vector<S> lp(static_cast<std::size_t>(n)), lq(static_cast<std::size_t>(n));
-    eng.pass1(posterior_, score ? &prior_ : nullptr, {seed, math::Stream::Evaluation, 0}, S(0), lp.data(), lq.data());
-    Evaluation<S, V> e;
-    auto end = eng.end_states();
-    e.samples = end;
-    if (!score) return e;
-    e.log_r.resize(static_cast<std::size_t>(n));
-    const ConstMatrixView<V> x_end(end.data(), end.rows(), end.cols());
-    reward_.log_reward(x_end, std::span<S>(e.log_r));
-    std::vector<char> valid(static_cast<std::size_t>(n));
-    detail::check_log_rewards<V, S>(x_end, e.log_r, valid, ZeroRewardPolicy::Skip);
-    e.log_weight.resize(static_cast<std::size_t>(n));
-    double sum_lr = 0, sum_ratio = 0;
-    Index used = 0;
-    for (std::size_t i = 0; i < e.log_weight.size(); ++i) {
-      e.log_weight[i] = static_cast<S>(config_.beta * e.log_r[i] + lq[i] - lp[i]);
-      sum_ratio += static_cast<double>(lp[i]) - lq[i];
-      if (valid[i]) {
-        sum_lr += e.log_r[i];
-        ++used;
-      }
-    }
-    e.mean_log_r = used ? sum_lr / static_cast<double>(used) : -std::numeric_limits<double>::infinity();
-    e.mean_log_ratio = sum_ratio / static_cast<double>(n);
-    e.log_partition = estimate_log_partition<S>(e.log_weight);
-    return e;
+  Evaluation<S, V> rollouts(Index n, std::uint64_t seed, bool score, const ConstMatrixView<C>* conditions) {
+    Engine eng(process_, posterior_.net(), prior_->net(), cond_dim_, config_.block_rows, engine_.threads());
+    return detail::rollouts(eng, posterior_, score ? prior_.get() : nullptr, reward_, config_.beta, n, seed, conditions);
+  }
+
+  detail::TrainerState<S, V, C, Space> state() {
+    return {posterior_.params(), adam_, log_z_adam_, log_z_, seed_, iteration_, skipped_total_, replay_,
+            {posterior_.num_params(), process_.num_steps(), process_.state_dim(), config_.batch_size,
+             replay_.capacity(), cond_dim_, static_cast<std::int64_t>(log_z_.size())},
+            Objective::name};
   }
 
   P process_;
-  N prior_;      // frozen: never handed out mutable, never trained, never checkpointed
-  N posterior_;  // starts as an exact copy of prior_
+  std::shared_ptr<const Model<PriorNet>> prior_;  // frozen: never handed out mutable, never trained or checkpointed
+  Model<N> posterior_;                            // starts as the prior (a copy, or a wrapper over it)
   R reward_;
   Config config_;
-  detail::TrajectoryEngine<P, N> engine_;
-  Adam<S> adam_;
+  Red reduction_;
+  Index cond_dim_;
+  Engine engine_;
+  Adam<S, Space> adam_;
   Adam<S> log_z_adam_;
-  S log_z_;
+  ExplorationSchedule exploration_;
+  std::vector<S> log_z_;
+  S last_estimate_ = 0;
   std::uint64_t seed_;
   std::int64_t iteration_ = 0;
   std::int64_t skipped_total_ = 0;
   Index replay_max_ = 0;
-  ReplayBuffer<V, S> replay_;
-  std::vector<S> log_post_, log_prior_, log_r_, weight_, grad_;
+  Index last_on_policy_ = 0;
+  bool pending_ = false;
+  ReplayBuffer<V, S, C> replay_;
+  typename Space::template buffer<S> grad_;
+  std::vector<S> log_post_, log_prior_, log_r_, row_log_z_, weight_, d_log_z_table_;
+  std::vector<double> d_log_z_, d_log_z_acc_;
   std::vector<char> valid_;
+  std::vector<C> host_cond_;
+  detail::HostMirror<Space, V, C> mirror_;
   std::vector<Index> order_;
 };
+
+template <class P, class N, class R>
+RelativeTrajectoryBalance(P, Model<N>, R, Config = {}) -> RelativeTrajectoryBalance<P, N, R>;
+template <class P, Denoiser N, class R>
+RelativeTrajectoryBalance(P, N, R, Config = {}) -> RelativeTrajectoryBalance<P, N, R>;
 
 }  // namespace rtb

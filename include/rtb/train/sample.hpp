@@ -1,30 +1,48 @@
 // SPDX-License-Identifier: Apache-2.0
 #pragma once
 /// \file
-/// Sampling end states from any denoiser under a process: the prior as well as a posterior, e.g.
-/// for baselines. Rows use the process's per-row context (row i reads context row i).
+/// Sampling end states from any model under a process: the prior as well as a posterior, e.g. for
+/// baselines. Conditional problems give one condition row per sample.
 
 #include <cstdint>
-#include <vector>
+#include <span>
 
 #include "rtb/concepts/denoiser.hpp"
 #include "rtb/concepts/noise_process.hpp"
 #include "rtb/error.hpp"
+#include "rtb/net/model.hpp"
+#include "rtb/samples.hpp"
+#include "rtb/train/trainer_support.hpp"
 #include "rtb/train/trajectory_engine.hpp"
 
 namespace rtb {
 
-/// n end states x_T of `net` run forward under `process` with noise keyed by `seed`, [n, D].
+/// End states x_T of `model` run forward under `process` with noise keyed by `seed`, [n, D]; row i
+/// uses condition row i (conditions [n, Dc], or none for unconditional problems).
 template <NoiseProcess P, Denoiser N>
-RowMatrix<typename P::Value> sample_end_states(const P& process, const N& net, Index n, std::uint64_t seed,
-                                               Index threads = 0, Index block_rows = 128) {
+Samples<typename P::Value> sample_end_states(const P& process, const Model<N>& model,
+                                             ConstMatrixView<condition_of_t<P>> conditions, std::uint64_t seed,
+                                             Index threads = 0, Index block_rows = 128) {
   using S = typename P::Scalar;
+  using C = condition_of_t<P>;
+  using Space = space_of_t<P>;
+  const Index n = conditions.rows();
   if (n <= 0) throw EmptyBatchError(detail::message("sample_end_states: n must be positive, got ", n));
-  detail::TrajectoryEngine<P, N> eng(process, net, block_rows, threads);
-  eng.shape(net, n, 0);
-  std::vector<S> log_p(static_cast<std::size_t>(n));
-  eng.pass1(net, nullptr, {seed, math::Stream::Evaluation, 0}, S(0), log_p.data(), nullptr);
-  return eng.end_states();
+  const Index cond_dim = detail::resolve_condition_dim(process, model.net(), model.net(), conditions.cols());
+  detail::check_conditions(process, conditions, n, cond_dim, "sample_end_states");
+  detail::TrajectoryEngine<P, N> eng(process, model.net(), model.net(), cond_dim, block_rows, threads);
+  eng.shape(n, 0);
+  Space::upload(std::span<C>(eng.conditions().data(), static_cast<std::size_t>(n * cond_dim)),
+                std::span<const C>(conditions.data(), static_cast<std::size_t>(n * cond_dim)));
+  eng.score(model, nullptr, {seed, math::Stream::Evaluation, 0}, S(0));
+  return detail::samples_of(eng);
+}
+
+template <NoiseProcess P, Denoiser N>
+Samples<typename P::Value> sample_end_states(const P& process, const Model<N>& model, Index n, std::uint64_t seed,
+                                             Index threads = 0, Index block_rows = 128) {
+  if (n <= 0) throw EmptyBatchError(detail::message("sample_end_states: n must be positive, got ", n));
+  return sample_end_states(process, model, ConstMatrixView<condition_of_t<P>>(nullptr, n, 0), seed, threads, block_rows);
 }
 
 }  // namespace rtb

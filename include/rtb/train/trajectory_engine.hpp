@@ -5,28 +5,32 @@
 /// fitting.
 ///
 /// A batch has two kinds of rows. On-policy rows are rolled out by the posterior from x_0 with
-/// counter-based noise; their states are never stored: pass 2 regenerates them step by step from
-/// the same noise and the same parameters, bit for bit (and checks x_T to prove it). Given rows
-/// (replay, data) have trajectories built by the backward kernel and stored.
+/// counter-based noise; their states are never stored: the gradient pass regenerates them step
+/// by step from the same noise and the same parameters, bit for bit (and checks x_T to prove it).
+/// Stored rows (replay, data, another behaviour policy such as the prior) have their trajectories
+/// kept, O(T·rows·D).
 ///
-///   pass 1  (forward only)  Σ_t log p_φ(x_{t+1}|x_t) and Σ_t log p_θ(x_{t+1}|x_t) per row;
-///   pass 2  (step by step)  grad = Σ_i w_i Σ_{t∈K} s·∇_φ log p_φ(x_{t+1}|x_t),
+///   score         (forward only)  Σ_t log p_φ(x_{t+1}|x_t) and Σ_t log p_θ(x_{t+1}|x_t) per row;
+///   backpropagate (step by step)  grad = Σ_i w_i Σ_{t∈K} s·∇_φ log p_φ(x_{t+1}|x_t),
 ///
 /// where w_i = ∂L/∂(Σ_t log p_φ)_i comes from the objective and K is all steps (s = 1) or a random
-/// subset (s = T/|K|: unbiased, noisier, cheaper). Peak activation memory is one step of one
-/// block, whatever T. Rows are split into fixed blocks processed in parallel; each block has its
-/// own gradient buffer and they are summed in block order, so results do not depend on threads.
+/// subset (s = T/|K|: unbiased, noisier, cheaper). Every pass runs the one rollout loop, `walk`.
+/// Peak activation memory is one step of one block per thread, whatever T. Rows are split into
+/// fixed blocks processed in parallel; each thread keeps one gradient buffer and adds it into the
+/// result in block order (detail::OrderedTurns), so results do not depend on the thread count and
+/// gradient memory is threads × parameters, not blocks × parameters. The engine touches its
+/// memory only through its space's operations (space.hpp), so it runs in any memory space.
 
 #include <algorithm>
-#include <cstring>
 #include <span>
 #include <vector>
 
 #include "rtb/concepts/denoiser.hpp"
 #include "rtb/concepts/noise_process.hpp"
-#include "rtb/config.hpp"
-#include "rtb/detail/thread_pool.hpp"
 #include "rtb/error.hpp"
+#include "rtb/net/model.hpp"
+#include "rtb/space.hpp"
+#include "rtb/train/engine_storage.hpp"
 
 namespace rtb::detail {
 
@@ -43,321 +47,250 @@ inline void choose_steps(const math::NoiseKey& key, Index T, Index k, std::span<
   }
 }
 
-template <NoiseProcess P, Denoiser N>
-class TrajectoryEngine {
+/// The engine for a process and the two nets it scores with: the posterior (trained) and the
+/// prior (frozen), which are of different types when the posterior wraps a frozen base.
+template <NoiseProcess P, Denoiser Post, Denoiser Prior = Post>
+class TrajectoryEngine : public EngineStorage<P, Post, Prior> {
+  using Base = EngineStorage<P, Post, Prior>;
+  using typename Base::Block;
+  using typename Base::Work;
+  using Base::active_;
+  using Base::blocks_;
+  using Base::cond_;
+  using Base::cond_dim_;
+  using Base::end_;
+  using Base::log_post_;
+  using Base::log_prior_;
+  using Base::on_;
+  using Base::process_;
+  using Base::row_offset_;
+  using Base::stored_;
+  using Base::trajectories_;
+  using Base::turns_;
+  using Base::weight_;
+  using Base::cspan;
+  using Base::span;
+
  public:
-  using S = typename P::Scalar;
-  using V = typename P::Value;
-  static_assert(std::is_same_v<typename N::Scalar, S>, "process and denoiser must share a Scalar");
-  static_assert(std::is_same_v<typename N::Input, V>, "the denoiser must read the process's state type");
+  using typename Base::C;
+  using typename Base::S;
+  using typename Base::Space;
+  using typename Base::V;
+  using Base::Base;
+  using Base::stored_states;
+  using Base::steps;
 
-  TrajectoryEngine(const P& process, const N& net, Index block_rows, Index threads)
-      : process_(process), block_rows_(block_rows), pool_(threads), num_params_(net.num_params()) {
-    if (block_rows <= 0)
-      throw InvalidArgumentError(detail::message("block_rows must be positive, got ", block_rows));
-    if (net.input_dim() != process.state_dim() || net.output_dim() != process.output_dim())
-      throw ShapeError(detail::message("denoiser/process mismatch: the denoiser maps ", net.input_dim(), " -> ",
-                                       net.output_dim(), " columns but the process has state_dim ",
-                                       process.state_dim(), " and expects output_dim ", process.output_dim(),
-                                       "; build the denoiser with the process's dimensions"));
-  }
-
-  const P& process() const { return process_; }
-  Index threads() const { return pool_.size(); }
-  Index batch() const { return on_ + given_; }
-  Index on_policy_rows() const { return on_; }
-  Index given_rows() const { return given_; }
-  Index steps() const { return process_.num_steps(); }
-
-  /// Shapes the batch: `on_policy` regenerated rows then `given` stored rows; `net` (any net of
-  /// the architecture) sizes the contexts. Allocates only when a shape needs more memory than any
-  /// before.
-  void shape(const N& net, Index on_policy, Index given) {
-    if (on_policy < 0 || given < 0 || on_policy + given == 0)
-      throw EmptyBatchError(detail::message("batch is empty (", on_policy, " on-policy + ", given,
-                                            " given rows); use a positive batch size"));
-    on_ = on_policy;
-    given_ = given;
-    const Index T = steps(), D = process_.state_dim(), B = on_ + given_;
-    grow(end_, static_cast<std::size_t>(B * D));
-    grow(given_states_, static_cast<std::size_t>((T + 1) * given_ * D));
-    blocks_.clear();
-    for (Index r = 0; r < on_; r += block_rows_) blocks_.push_back({r, std::min(block_rows_, on_ - r), false});
-    for (Index r = 0; r < given_; r += block_rows_)
-      blocks_.push_back({on_ + r, std::min(block_rows_, given_ - r), true});
-    while (work_.size() < blocks_.size()) work_.push_back(make_work(net));
-    grow(keep_, static_cast<std::size_t>(T));
-  }
-
-  /// x_T of every row, [B, D]; given rows must be written here before fill_given_backward.
-  MatrixView<V> end_states() { return MatrixView<V>(end_.data(), batch(), process_.state_dim()); }
-  /// States of the given rows at `step`, [given, D].
-  MatrixView<V> given_states(Index step) {
-    const Index D = process_.state_dim();
-    return MatrixView<V>(given_states_.data() + step * given_ * D, given_, D);
-  }
-
-  /// Builds the given rows' trajectories backward from their end states.
-  void fill_given_backward(const math::NoiseKey& key)
+  /// Builds the stored rows' trajectories backward from their end states.
+  void build_stored_backward(const math::NoiseKey& key)
     requires ReversibleNoiseProcess<P>
   {
-    if (given_ == 0) return;
+    if (stored_ == 0) return;
     const Index T = steps(), D = process_.state_dim();
-    std::copy_n(end_.data() + on_ * D, given_ * D, given_states_.data() + T * given_ * D);
-    pool_.parallel_for(static_cast<Index>(blocks_.size()), [&](Index b) {
-      const Block& blk = blocks_[b];
-      if (!blk.given) return;
+    Space::copy(span(trajectories_, T * stored_ * D, stored_ * D), cspan(end_, on_ * D, stored_ * D));
+    this->for_blocks([&](const Block& blk, Work&) {
+      if (!blk.stored) return;
       const Index r0 = blk.first - on_;
       for (Index t = T - 1; t >= 0; --t)
-        process_.sample_backward_step(ConstMatrixView<V>(given_states(t + 1).data() + r0 * D, blk.rows, D), t, key,
-                                      blk.first, MatrixView<V>(given_states(t).data() + r0 * D, blk.rows, D));
+        process_.sample_backward_step(step_of(blk, stored_at(t + 1, r0, blk.rows), t), key,
+                                      View<V, Space>(stored_states(t).data() + r0 * D, blk.rows, D));
     });
   }
 
-  /// Rolls out the given rows with `net` (exploration σ) and stores their states: off-policy
-  /// trajectories from another behaviour policy, such as the prior.
-  void fill_given_by_rollout(const N& net, const math::NoiseKey& key, S exploration_std) {
-    if (given_ == 0) return;
-    const Index T = steps(), D = process_.state_dim(), O = process_.output_dim();
-    pool_.parallel_for(static_cast<Index>(blocks_.size()), [&](Index b) {
-      const Block& blk = blocks_[b];
-      if (!blk.given) return;
-      Work& w = work_[b];
-      const Index r0 = blk.first - on_, n = blk.rows;
-      MatrixView<S> out(w.out_prior.data(), n, O);
-      process_.initial_state(MatrixView<V>(given_states(0).data() + r0 * D, n, D), blk.first);
-      for (Index t = 0; t < T; ++t) {
-        const ConstMatrixView<V> x(given_states(t).data() + r0 * D, n, D);
-        net.inference(x, process_.time(t), out, w.ctx_prior);
-        process_.sample_step(x, const_view(out), t, exploration_std, key, blk.first,
-                             MatrixView<V>(given_states(t + 1).data() + r0 * D, n, D));
-      }
-      std::copy_n(given_states(T).data() + r0 * D, n * D, end_.data() + blk.first * D);
+  /// Rolls out the stored rows with `behaviour` (exploration as the process defines it) and keeps
+  /// their states: off-policy trajectories from another policy, such as the prior.
+  template <class Behaviour>
+  void roll_out_stored(const Model<Behaviour>& behaviour, const math::NoiseKey& key, S exploration) {
+    static_assert(std::is_same_v<Behaviour, Post> || std::is_same_v<Behaviour, Prior>);
+    if (stored_ == 0) return;
+    const Index D = process_.state_dim(), T = steps();
+    this->for_blocks([&](const Block& blk, Work& w) {
+      if (!blk.stored) return;
+      auto& ctx = context_for<Behaviour>(w);
+      walk(blk, w, Source::Record, key, exploration,
+           [&](const auto& s, View<S, Space> out) { behaviour.inference(s, out, ctx); }, [](const auto&, auto, auto) {});
+      const Index r0 = blk.first - on_;
+      Space::copy(span(end_, blk.first * D, blk.rows * D), cspan(trajectories_, (T * stored_ + r0) * D, blk.rows * D));
     });
   }
 
-  /// Pass 1: rolls out the on-policy rows (posterior, exploration σ_expl) and scores every row
-  /// under the posterior (log_post) and, if given, the prior (log_prior). Arrays have B entries.
-  void pass1(const N& post, const N* prior, const math::NoiseKey& key, S exploration_std, S* log_post,
-             S* log_prior) {
-    pool_.parallel_for(static_cast<Index>(blocks_.size()), [&](Index b) {
-      const Block& blk = blocks_[b];
-      Work& w = work_[b];
-      const Index T = steps(), D = process_.state_dim(), O = process_.output_dim(), n = blk.rows;
-      std::fill_n(log_post + blk.first, n, S(0));
-      if (prior) std::fill_n(log_prior + blk.first, n, S(0));
-      MatrixView<S> out(w.out.data(), n, O);
-      MatrixView<S> out_prior(w.out_prior.data(), n, O);
-      V* x = w.xa.data();
-      V* x_next = w.xb.data();
-      if (!blk.given) process_.initial_state(MatrixView<V>(x, n, D), blk.first);
-      for (Index t = 0; t < T; ++t) {
-        if (blk.given) {
-          x = given_states(t).data() + (blk.first - on_) * D;
-          x_next = given_states(t + 1).data() + (blk.first - on_) * D;
-        }
-        const ConstMatrixView<V> xv(x, n, D);
-        const S time = process_.time(t);
-        post.forward(xv, time, out, w.ctx);
-        if (!blk.given) process_.sample_step(xv, const_view(out), t, exploration_std, key, blk.first, MatrixView<V>(x_next, n, D));
-        const ConstMatrixView<V> xn(x_next, n, D);
-        process_.log_prob_step(xv, xn, const_view(out), t, log_post + blk.first);
-        if (prior) {
-          prior->inference(xv, time, out_prior, w.ctx_prior);
-          process_.log_prob_step(xv, xn, const_view(out_prior), t, log_prior + blk.first);
-        }
-        if (!blk.given) std::swap(x, x_next);
-      }
-      if (!blk.given) std::copy_n(x, n * D, end_.data() + blk.first * D);
+  /// Rolls out the on-policy rows with the posterior (exploration as the process defines it) and
+  /// scores every row under the posterior (log_post) and, if given, the prior (log_prior).
+  void score(const Model<Post>& post, const Model<Prior>* prior, const math::NoiseKey& key, S exploration) {
+    const Index D = process_.state_dim();
+    this->for_blocks([&](const Block& blk, Work& w) {
+      const std::span<S> lp = span(log_post_, blk.first, blk.rows), lq = span(log_prior_, blk.first, blk.rows);
+      Space::fill(lp, S(0));
+      if (prior) Space::fill(lq, S(0));
+      const V* x_end = walk(
+          blk, w, blk.stored ? Source::Stored : Source::Regenerate, key, exploration,
+          [&](const auto& s, View<S, Space> out) { post.forward(s, out, w.post_ctx); },
+          [&](const auto& s, View<const V, Space> x_next, View<const S, Space> out) {
+            process_.log_prob_step(s, x_next, out, lp);
+            if (prior) {
+              View<S, Space> out_prior(w.out_prior.data(), blk.rows, process_.output_dim());
+              prior->inference(s, out_prior, w.prior_ctx);
+              process_.log_prob_step(s, x_next, const_view(out_prior), lq);
+            }
+          });
+      if (!blk.stored)
+        Space::copy(span(end_, blk.first * D, blk.rows * D), std::span<const V>(x_end, static_cast<std::size_t>(blk.rows * D)));
     });
   }
 
-  /// Pass 2: grad = Σ_i weight[i] · Σ_{t kept} scale · ∇ log p_post(x_{t+1}|x_t). `keep` (T
-  /// flags) selects steps; null keeps all. On-policy rows must follow pass1 with the same
-  /// parameters and key. If `log_prob_kept` is given, it receives Σ_{t kept} scale · log p per row
-  /// (an unbiased estimate of the full sum, for losses that need no pass 1).
-  void pass2(const N& post, const math::NoiseKey& key, S exploration_std, const S* weight, const char* keep, S scale,
-             std::span<S> grad, S* log_prob_kept = nullptr) {
-    pool_.parallel_for(static_cast<Index>(blocks_.size()), [&](Index b) {
-      const Block& blk = blocks_[b];
-      Work& w = work_[b];
-      const Index T = steps(), D = process_.state_dim(), O = process_.output_dim(), n = blk.rows;
-      std::fill(w.grad.begin(), w.grad.end(), S(0));
-      if (log_prob_kept) std::fill_n(log_prob_kept + blk.first, n, S(0));
-      for (Index r = 0; r < n; ++r) w.weight[r] = weight[blk.first + r] * scale;
-      bool any = false;
-      for (Index r = 0; r < n; ++r) any = any || w.weight[r] != S(0);
-      if (!any) return;  // every row of the block has zero weight (skipped or cut off)
-      MatrixView<S> out(w.out.data(), n, O);
-      MatrixView<S> d_out(w.d_out.data(), n, O);
-      V* x = w.xa.data();
-      V* x_next = w.xb.data();
-      if (!blk.given) process_.initial_state(MatrixView<V>(x, n, D), blk.first);
-      for (Index t = 0; t < T; ++t) {
-        const bool train = keep == nullptr || keep[t] != 0;
-        if (blk.given) {
-          if (!train) continue;
-          x = given_states(t).data() + (blk.first - on_) * D;
-          x_next = given_states(t + 1).data() + (blk.first - on_) * D;
-        }
-        const ConstMatrixView<V> xv(x, n, D);
-        post.forward(xv, process_.time(t), out, w.ctx);
-        if (!blk.given) process_.sample_step(xv, const_view(out), t, exploration_std, key, blk.first, MatrixView<V>(x_next, n, D));
-        if (train) {
-          if (log_prob_kept) {
-            std::fill_n(w.out_prior.data(), n, S(0));  // free here: a per-row scratch
-            process_.log_prob_step(xv, ConstMatrixView<V>(x_next, n, D), const_view(out), t, w.out_prior.data());
-            for (Index r = 0; r < n; ++r) log_prob_kept[blk.first + r] += scale * w.out_prior[r];
-          }
-          process_.d_log_prob_d_output(xv, ConstMatrixView<V>(x_next, n, D), const_view(out), t, w.weight.data(), d_out);
-          post.backward(w.ctx, const_view(d_out), std::span<S>(w.grad), GradientMode::Accumulate);
-        }
-        if (!blk.given) std::swap(x, x_next);
-      }
-      if (!blk.given && std::memcmp(x, end_.data() + blk.first * D, sizeof(V) * n * D) != 0)
-        w.mismatch = true;
+  /// grad = Σ_i weight[i] · Σ_{t kept} scale · ∇ log p_post(x_{t+1}|x_t) (grad in the space,
+  /// weights on the host). `keep` (T host flags) selects steps; null keeps all. On-policy rows must
+  /// follow score() with the same parameters and key. If `log_prob_kept` is given it receives
+  /// Σ_{t kept} scale · log p per row, an unbiased estimate of the full sum.
+  void backpropagate(const Model<Post>& post, const math::NoiseKey& key, S exploration, std::span<const S> weight,
+                     const char* keep, S scale, std::span<S> grad, std::span<S> log_prob_kept = {}) {
+    const Index D = process_.state_dim();
+    this->stage_weights(weight, scale);
+    Space::fill(grad, S(0));
+    turns_.reset();
+    this->for_blocks([&](const Block& blk, Work& w, Index b) {
+      this->ordered(b, grad, w, [&] {
+        if (!log_prob_kept.empty()) Space::fill(log_prob_kept.subspan(static_cast<std::size_t>(blk.first), static_cast<std::size_t>(blk.rows)), S(0));
+        if (!active_[static_cast<std::size_t>(b)]) return false;  // every row of the block has zero weight
+        Space::fill(std::span<S>(w.grad), S(0));
+        const std::span<const S> wt = cspan(weight_, blk.first, blk.rows);
+        const V* x_end = walk(
+            blk, w, blk.stored ? Source::Stored : Source::Regenerate, key, exploration,
+            [&](const auto& s, View<S, Space> out) { post.forward(s, out, w.post_ctx); },
+            [&](const auto& s, View<const V, Space> x_next, View<const S, Space> out) {
+              if (keep && !keep[s.step]) return;
+              if (!log_prob_kept.empty()) {
+                Space::fill(std::span<S>(w.rows), S(0));
+                process_.log_prob_step(s, x_next, out, std::span<S>(w.rows.data(), static_cast<std::size_t>(blk.rows)));
+                Space::axpy(log_prob_kept.subspan(static_cast<std::size_t>(blk.first), static_cast<std::size_t>(blk.rows)),
+                            scale, std::span<const S>(w.rows.data(), static_cast<std::size_t>(blk.rows)));
+              }
+              View<S, Space> d_out(w.d_out.data(), blk.rows, process_.output_dim());
+              process_.d_log_prob_d_output(s, x_next, out, wt, d_out);
+              post.backward(w.post_ctx, const_view(d_out), std::span<S>(w.grad), GradientMode::Accumulate);
+            },
+            [&](Index t) { return keep == nullptr || keep[t] != 0; });
+        if (!blk.stored && !Space::equal(std::span<const V>(x_end, static_cast<std::size_t>(blk.rows * D)),
+                                         cspan(end_, blk.first * D, blk.rows * D)))
+          w.mismatch = true;
+        return true;
+      });
     });
-    for (std::size_t b = 0; b < blocks_.size(); ++b) {
-      if (work_[b].mismatch) {
-        work_[b].mismatch = false;
-        throw Error(
-            "TrajectoryEngine: pass 2 did not regenerate pass 1's trajectories bit for bit; the denoiser's forward "
-            "must be deterministic and its parameters unchanged between the passes");
-      }
-    }
-    reduce(grad);
+    this->check_regenerated();
   }
 
   /// Bridge pass for fitting to data: every block draws `k` distinct random steps t and, at each,
   /// x_t | x_T from the process's closed-form bridge, and accumulates
   ///     grad = Σ_i weight[i] · (T/k) Σ_t ∇ E[log p(x_{t+1}|x_t) | x_t, x_T],
   /// an unbiased estimate of the gradient along whole backward trajectories. `log_prob` (B
-  /// entries, may be null) receives the matching estimate of Σ_t E[log p] per row. Uses the given
-  /// rows' end states; shape(net, 0, B) first.
-  void pass_bridge(const N& net, const math::NoiseKey& key, const S* weight, Index k, std::span<S> grad, S* log_prob)
+  /// entries, may be empty) receives the matching estimate of Σ_t E[log p] per row. Uses the
+  /// stored rows' end states; shape(0, B) first.
+  void backpropagate_bridge(const Model<Post>& net, const math::NoiseKey& key, std::span<const S> weight, Index k,
+                            std::span<S> grad, std::span<S> log_prob)
     requires has_bridge<P>
   {
-    const Index T = steps();
+    const Index T = steps(), D = process_.state_dim();
     k = std::clamp<Index>(k, 1, T);
     const S scale = static_cast<S>(T) / static_cast<S>(k);
+    this->stage_weights(weight, scale);
     const math::NoiseKey step_key{key.seed, math::Stream::StepSubset, key.iteration};  // not the bridge's draws
-    pool_.parallel_for(static_cast<Index>(blocks_.size()), [&](Index b) {
-      const Block& blk = blocks_[b];
-      Work& w = work_[b];
-      const Index D = process_.state_dim(), O = process_.output_dim(), n = blk.rows;
-      std::fill(w.grad.begin(), w.grad.end(), S(0));
-      if (log_prob) std::fill_n(log_prob + blk.first, n, S(0));
-      for (Index r = 0; r < n; ++r) w.weight[r] = weight[blk.first + r] * scale;
-      const ConstMatrixView<V> x_end(end_.data() + blk.first * D, n, D);
-      MatrixView<S> out(w.out.data(), n, O);
-      MatrixView<S> d_out(w.d_out.data(), n, O);
-      MatrixView<V> x(w.xa.data(), n, D);
-      std::uint64_t chosen_mask[4] = {0, 0, 0, 0};  // distinct steps for T <= 256, else with replacement
-      for (Index j = 0; j < k; ++j) {
-        Index t = 0;
-        for (int attempt = 0; attempt < 64; ++attempt) {
-          t = std::min<Index>(T - 1, static_cast<Index>(math::uniform<double>(step_key, static_cast<std::uint64_t>(blk.first),
-                                                                              static_cast<std::uint32_t>(j),
-                                                                              static_cast<std::uint32_t>(attempt)) *
-                                                         static_cast<double>(T)));
-          if (T > 256 || !(chosen_mask[t / 64] >> (t % 64) & 1u)) break;
+    Space::fill(grad, S(0));
+    turns_.reset();
+    this->for_blocks([&](const Block& blk, Work& w, Index b) {
+      this->ordered(b, grad, w, [&] {
+        const Index n = blk.rows;
+        Space::fill(std::span<S>(w.grad), S(0));
+        const std::span<S> lp = log_prob.empty() ? std::span<S>() : log_prob.subspan(static_cast<std::size_t>(blk.first), static_cast<std::size_t>(n));
+        if (!lp.empty()) Space::fill(lp, S(0));
+        const Step<V, S, C, Space> end = step_of(blk, View<const V, Space>(end_.data() + blk.first * D, n, D), 0);
+        View<S, Space> out(w.out.data(), n, process_.output_dim());
+        View<S, Space> d_out(w.d_out.data(), n, process_.output_dim());
+        View<V, Space> x(w.xa.data(), n, D);
+        std::uint64_t chosen_mask[4] = {0, 0, 0, 0};  // distinct steps for T <= 256, else with replacement
+        for (Index j = 0; j < k; ++j) {
+          Index t = 0;
+          for (int attempt = 0; attempt < 64; ++attempt) {
+            t = std::min<Index>(T - 1, static_cast<Index>(math::uniform<double>(step_key, static_cast<std::uint64_t>(blk.first),
+                                                                                static_cast<std::uint32_t>(j),
+                                                                                static_cast<std::uint32_t>(attempt)) *
+                                                           static_cast<double>(T)));
+            if (T > 256 || !(chosen_mask[t / 64] >> (t % 64) & 1u)) break;
+          }
+          if (T <= 256) chosen_mask[t / 64] |= std::uint64_t{1} << (t % 64);
+          Step<V, S, C, Space> at_end = end;
+          at_end.step = t;
+          process_.sample_given_end(at_end, key, x);
+          const Step<V, S, C, Space> s = step_of(blk, const_view(x), t);
+          net.forward(s, out, w.post_ctx);
+          if (!lp.empty()) {
+            Space::fill(std::span<S>(w.rows), S(0));
+            process_.expected_log_prob_step(s, end.x, const_view(out), std::span<S>(w.rows.data(), static_cast<std::size_t>(n)));
+            Space::axpy(lp, scale, std::span<const S>(w.rows.data(), static_cast<std::size_t>(n)));
+          }
+          process_.d_expected_log_prob_d_output(s, end.x, const_view(out), cspan(weight_, blk.first, n), d_out);
+          net.backward(w.post_ctx, const_view(d_out), std::span<S>(w.grad), GradientMode::Accumulate);
         }
-        if (T <= 256) chosen_mask[t / 64] |= std::uint64_t{1} << (t % 64);
-        process_.sample_given_end(x_end, t, key, blk.first, x);
-        const ConstMatrixView<V> xv = const_view(x);
-        net.forward(xv, process_.time(t), out, w.ctx);
-        if (log_prob) {
-          std::fill_n(w.out_prior.data(), n, S(0));
-          process_.expected_log_prob_step(xv, x_end, const_view(out), t, w.out_prior.data());
-          for (Index r = 0; r < n; ++r) log_prob[blk.first + r] += scale * w.out_prior[r];
-        }
-        process_.d_expected_log_prob_d_output(xv, x_end, const_view(out), t, w.weight.data(), d_out);
-        net.backward(w.ctx, const_view(d_out), std::span<S>(w.grad), GradientMode::Accumulate);
-      }
+        return true;
+      });
     });
-    reduce(grad);
   }
-
-  /// Step flags for pass 2 (T entries), owned here so steps need no allocation.
-  std::span<char> keep_flags() { return std::span<char>(keep_.data(), static_cast<std::size_t>(steps())); }
-
-  /// Bytes of every buffer this engine holds (trajectory storage, contexts, gradients).
-  std::size_t workspace_bytes() const {
-    std::size_t b = sizeof(V) * (end_.capacity() + given_states_.capacity()) + keep_.capacity();
-    for (const auto& w : work_)
-      b += sizeof(V) * (w.xa.capacity() + w.xb.capacity()) +
-           sizeof(S) * (w.out.capacity() + w.out_prior.capacity() + w.d_out.capacity() + w.grad.capacity() +
-                        w.weight.capacity()) +
-           context_bytes(w.ctx) + context_bytes(w.ctx_prior);
-    return b;
-  }
-
-  /// Runs f(block_first_row, rows) over fixed blocks of `n` rows in parallel (for callers'
-  /// inference-only loops, e.g. sampling).
-  template <class F>
-  void for_blocks(Index n, F&& f) {
-    pool_.parallel_for((n + block_rows_ - 1) / block_rows_,
-                       [&](Index b) { f(b, b * block_rows_, std::min(block_rows_, n - b * block_rows_)); });
-  }
-  Index block_rows() const { return block_rows_; }
 
  private:
-  struct Block {
-    Index first;
-    Index rows;
-    bool given;
-  };
-  struct Work {
-    std::vector<V> xa, xb;
-    std::vector<S> out, out_prior, d_out, grad, weight;
-    typename N::Context ctx, ctx_prior;
-    bool mismatch = false;
+  /// Where x_{t+1} comes from in `walk`.
+  enum class Source {
+    Regenerate,  ///< on-policy rows: x_0 from the process, x_{t+1} sampled into scratch
+    Record,      ///< stored rows rolled out now: sampled into the stored trajectory
+    Stored       ///< stored rows: read from the stored trajectory
   };
 
-  /// A context's own count if it keeps one (the Denoiser concept does not require it).
-  static std::size_t context_bytes(const typename N::Context& c) {
-    if constexpr (requires { c.bytes(); })
-      return c.bytes();
-    else
-      return sizeof(c);
-  }
-
-  /// grad = Σ_b block gradients, in block order (independent of the thread count).
-  void reduce(std::span<S> grad) const {
-    std::fill(grad.begin(), grad.end(), S(0));
-    for (std::size_t b = 0; b < blocks_.size(); ++b) {
-      const S* g = work_[b].grad.data();
-      for (Index i = 0; i < num_params_; ++i) grad[i] += g[i];
+  /// The one rollout loop. For each step t of `blk`: x_t is taken from the source, `output(s, out)`
+  /// computes the net's output at x_t, x_{t+1} is sampled from it (Regenerate, Record: with `key`
+  /// and `exploration`) or read (Stored), and `visit(s, x_{t+1}, out)` sees the transition. Stored
+  /// rows skip the steps `needed(t)` rejects entirely. Returns x_T for Regenerate.
+  template <class Output, class Visit, class Needed = bool (*)(Index)>
+  const V* walk(const Block& blk, Work& w, Source src, const math::NoiseKey& key, S exploration, Output&& output,
+                Visit&& visit, Needed&& needed = [](Index) { return true; }) {
+    const Index T = steps(), D = process_.state_dim(), O = process_.output_dim(), n = blk.rows;
+    const Index r0 = blk.first - on_;  // row within the stored trajectories (stored rows only)
+    View<S, Space> out(w.out.data(), n, O);
+    V* x = w.xa.data();
+    V* x_next = w.xb.data();
+    if (src == Source::Regenerate) process_.initial_state(rows_of(blk), key, View<V, Space>(x, n, D));
+    if (src == Source::Record) process_.initial_state(rows_of(blk), key, View<V, Space>(stored_states(0).data() + r0 * D, n, D));
+    for (Index t = 0; t < T; ++t) {
+      if (src != Source::Regenerate) {
+        if (src == Source::Stored && !needed(t)) continue;
+        x = stored_states(t).data() + r0 * D;
+        x_next = stored_states(t + 1).data() + r0 * D;
+      }
+      const Step<V, S, C, Space> s = step_of(blk, View<const V, Space>(x, n, D), t);
+      output(s, out);
+      if (src != Source::Stored) process_.sample_step(s, const_view(out), exploration, key, View<V, Space>(x_next, n, D));
+      visit(s, View<const V, Space>(x_next, n, D), const_view(out));
+      if (src == Source::Regenerate) std::swap(x, x_next);
     }
+    return x;
   }
 
-  template <class T>
-  static void grow(std::vector<T>& v, std::size_t n) {
-    if (v.size() < n) v.resize(n);
+  Step<V, S, C, Space> step_of(const Block& blk, View<const V, Space> x, Index t) const {
+    return {x, View<const C, Space>(cond_.data() + blk.first * cond_dim_, blk.rows, cond_dim_), t, process_.time(t),
+            row_offset_ + blk.first};
   }
-  Work make_work(const N& net) const {
-    const Index D = process_.state_dim(), O = process_.output_dim();
-    Work w{std::vector<V>(static_cast<std::size_t>(block_rows_ * D)),
-           std::vector<V>(static_cast<std::size_t>(block_rows_ * D)),
-           std::vector<S>(static_cast<std::size_t>(block_rows_ * O)),
-           std::vector<S>(static_cast<std::size_t>(block_rows_ * O)),
-           std::vector<S>(static_cast<std::size_t>(block_rows_ * O)),
-           std::vector<S>(static_cast<std::size_t>(num_params_)),
-           std::vector<S>(static_cast<std::size_t>(block_rows_)),
-           net.make_context(block_rows_),
-           net.make_context(block_rows_)};
-    return w;
+  Rows<C, Space> rows_of(const Block& blk) const {
+    return {View<const C, Space>(cond_.data() + blk.first * cond_dim_, blk.rows, cond_dim_), row_offset_ + blk.first};
+  }
+  View<const V, Space> stored_at(Index step, Index r0, Index n) {
+    const Index D = process_.state_dim();
+    return View<const V, Space>(stored_states(step).data() + r0 * D, n, D);
   }
 
-  const P& process_;  // owned by the caller (the trainer), which may change its per-batch context
-  Index block_rows_;
-  ThreadPool pool_;
-  Index num_params_;
-  Index on_ = 0, given_ = 0;
-  std::vector<V> end_, given_states_;
-  std::vector<char> keep_;
-  std::vector<Block> blocks_;
-  std::vector<Work> work_;
+  template <class Behaviour>
+  auto& context_for(Work& w) const {
+    if constexpr (std::is_same_v<Behaviour, Post>)
+      return w.post_ctx;
+    else
+      return w.prior_ctx;
+  }
+
 };
 
 }  // namespace rtb::detail

@@ -24,7 +24,7 @@
 #include <unordered_set>
 #include <vector>
 
-#include "rtb/config.hpp"
+#include "rtb/space.hpp"
 #include "rtb/error.hpp"
 
 namespace rtb {

@@ -1,9 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
-// Text and lines on an Image (rtb/io/draw.hpp), checked pixel by pixel.
+// Text and lines on an Image (rtb/extras/draw.hpp), checked pixel by pixel.
 
 #include <doctest/doctest.h>
 
-#include <rtb/io/draw.hpp>
+#include <rtb/extras/draw.hpp>
 
 namespace {
 

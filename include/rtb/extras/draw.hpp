@@ -12,7 +12,7 @@
 #include <map>
 #include <string>
 
-#include "rtb/io/png.hpp"
+#include "rtb/extras/png.hpp"
 
 namespace rtb::io {
 

@@ -2,8 +2,8 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
-#include <rtb/eval/text_metrics.hpp>
-#include <rtb/reward/kneser_ney.hpp>
+#include <rtb/extras/text_metrics.hpp>
+#include <rtb/extras/kneser_ney.hpp>
 
 namespace {
 std::vector<std::int32_t> toks(const char* s) {

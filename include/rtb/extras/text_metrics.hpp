@@ -17,7 +17,7 @@
 #include <span>
 #include <vector>
 
-#include "rtb/config.hpp"
+#include "rtb/space.hpp"
 
 namespace rtb {
 
