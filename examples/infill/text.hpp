@@ -18,9 +18,10 @@
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
-#include <regex>
+#include <istream>
 #include <set>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <rtb/error.hpp>
@@ -67,34 +68,42 @@ inline std::vector<std::int32_t> encode_sentence(const std::string& s) {
   return out;
 }
 
-/// Reads WordNet's example sentences (the quoted parts of each gloss, after '|') from
-/// `wordnet_dir`/data.{noun,verb,adj,adv}, or one sentence per line from `text_file` if given,
-/// and holds out `held_out_fraction` of them (by a seeded shuffle).
-inline Corpus load_corpus(const std::string& wordnet_dir, const std::string& text_file, double held_out_fraction,
-                          std::uint64_t seed) {
-  std::set<std::string> raw;
-  if (!text_file.empty()) {
-    std::ifstream f(text_file);
-    if (!f) throw rtb::IoError("corpus: cannot open " + text_file);
-    for (std::string line; std::getline(f, line);)
-      if (!line.empty()) raw.insert(line);
-  } else {
-    const std::regex quoted("\"([^\"]+)\"");
-    for (const char* part : {"noun", "verb", "adj", "adv"}) {
-      const std::string path = wordnet_dir + "/data." + part;
-      std::ifstream f(path);
-      if (!f)
-        throw rtb::IoError("corpus: cannot open " + path +
-                           "; install WordNet with `apt-get install wordnet-base` (or pass --corpus FILE)");
-      for (std::string line; std::getline(f, line);) {
-        if (line.rfind("  ", 0) == 0) continue;  // the licence header
-        const auto bar = line.find(" | ");
-        if (bar == std::string::npos) continue;
-        const std::string gloss = line.substr(bar + 3);
-        for (std::sregex_iterator it(gloss.begin(), gloss.end(), quoted), end; it != end; ++it) raw.insert((*it)[1]);
+/// Adds one sentence per non-empty line of `in` to `raw`.
+inline void read_text_sentences(std::istream& in, std::set<std::string>& raw) {
+  for (std::string line; std::getline(in, line);)
+    if (!line.empty()) raw.insert(line);
+}
+
+/// Adds the example sentences of a WordNet data file (data.noun, …) to `raw`: the non-empty
+/// double-quoted parts of each gloss, the text after " | ", skipping the licence header (lines
+/// that start with two spaces). A plain scan, the same matches as the regex "([^"]+)" without its
+/// recursion (libstdc++'s std::regex can exhaust the stack on a long quoted part).
+inline void read_wordnet_sentences(std::istream& in, std::set<std::string>& raw) {
+  for (std::string line; std::getline(in, line);) {
+    if (line.rfind("  ", 0) == 0) continue;  // the licence header
+    const auto bar = line.find(" | ");
+    if (bar == std::string::npos) continue;
+    const std::string_view gloss = std::string_view(line).substr(bar + 3);
+    for (auto open = gloss.find('"'); open != std::string_view::npos;) {
+      const auto close = gloss.find('"', open + 1);
+      if (close == std::string_view::npos) break;
+      if (close == open + 1) {  // "": the second quote may open the next example
+        open = close;
+        continue;
       }
+      raw.emplace(gloss.substr(open + 1, close - open - 1));
+      open = gloss.find('"', close + 1);
     }
   }
+}
+
+/// Encodes the sentences, counts those with characters outside the alphabet, and holds out
+/// `held_out_fraction` (in [0, 1)) of the rest by a seeded shuffle. `source` names them in errors.
+inline Corpus make_corpus(const std::set<std::string>& raw, double held_out_fraction, std::uint64_t seed,
+                          const std::string& source) {
+  if (!(held_out_fraction >= 0.0 && held_out_fraction < 1.0))
+    throw rtb::InvalidArgumentError("corpus: held_out_fraction must be in [0, 1), got " +
+                                    std::to_string(held_out_fraction));
   Corpus c;
   std::vector<std::vector<std::int32_t>> all;
   for (const std::string& s : raw) {
@@ -105,8 +114,7 @@ inline Corpus load_corpus(const std::string& wordnet_dir, const std::string& tex
       all.push_back(std::move(e));
   }
   if (all.size() < 10)
-    throw rtb::InvalidArgumentError("corpus: " + std::to_string(all.size()) + " usable sentences in " +
-                                    (text_file.empty() ? wordnet_dir : text_file) +
+    throw rtb::InvalidArgumentError("corpus: " + std::to_string(all.size()) + " usable sentences in " + source +
                                     "; need at least 10 made of the characters \"" + std::string(kAlphabet + 2) + "\"");
   const rtb::math::NoiseKey key{seed, rtb::math::Stream::Data, 0xC0};
   for (std::size_t i = all.size() - 1; i > 0; --i) {  // Fisher–Yates with counter-based draws
@@ -117,6 +125,28 @@ inline Corpus load_corpus(const std::string& wordnet_dir, const std::string& tex
   c.held_out.assign(all.begin(), all.begin() + static_cast<std::ptrdiff_t>(n_held));
   c.train.assign(all.begin() + static_cast<std::ptrdiff_t>(n_held), all.end());
   return c;
+}
+
+/// Reads WordNet's example sentences from `wordnet_dir`/data.{noun,verb,adj,adv}, or one sentence
+/// per line from `text_file` if given, and holds out `held_out_fraction` of them (make_corpus).
+inline Corpus load_corpus(const std::string& wordnet_dir, const std::string& text_file, double held_out_fraction,
+                          std::uint64_t seed) {
+  std::set<std::string> raw;
+  if (!text_file.empty()) {
+    std::ifstream f(text_file);
+    if (!f) throw rtb::IoError("corpus: cannot open " + text_file);
+    read_text_sentences(f, raw);
+  } else {
+    for (const char* part : {"noun", "verb", "adj", "adv"}) {
+      const std::string path = wordnet_dir + "/data." + part;
+      std::ifstream f(path);
+      if (!f)
+        throw rtb::IoError("corpus: cannot open " + path +
+                           "; install WordNet with `apt-get install wordnet-base` (or pass --corpus FILE)");
+      read_wordnet_sentences(f, raw);
+    }
+  }
+  return make_corpus(raw, held_out_fraction, seed, text_file.empty() ? wordnet_dir : text_file);
 }
 
 /// Fills one state row and its condition row for sentence s split at a: beginning s[0, a) (the

@@ -59,6 +59,13 @@ class CheckpointError : public IoError {
   using IoError::IoError;
 };
 
+/// A file declares more data than the reader's limit allows (the limit and how to raise it are
+/// named in the message); nothing was allocated.
+class SizeLimitError : public IoError {
+ public:
+  using IoError::IoError;
+};
+
 namespace detail {
 
 /// Builds a message from streamable pieces: `message("x has ", n, " rows")`.

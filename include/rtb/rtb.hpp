@@ -59,3 +59,4 @@
 #include "rtb/eval/mode_coverage.hpp"
 
 #include "rtb/io/npy.hpp"
+#include "rtb/io/optimizer_state.hpp"

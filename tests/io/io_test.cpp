@@ -4,49 +4,10 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <rtb/io/npy.hpp>
+#include <rtb/io/checksum.hpp>
 #include <rtb/extras/png.hpp>
-#include <rtb/net/model.hpp>
-#include <rtb/net/pis_mlp.hpp>
 
 namespace fs = std::filesystem;
-
-TEST_CASE("weights round-trip through one .npy file per PyTorch-named tensor") {
-  const fs::path dir = fs::temp_directory_path() / "rtb_npy_test";
-  fs::remove_all(dir);
-  rtb::Model a(rtb::PisMlp<float>({.hidden = 16, .harmonics = 8, .seed = 1, .zero_init_last = false}));
-  rtb::Model b(rtb::PisMlp<float>({.hidden = 16, .harmonics = 8, .seed = 2, .zero_init_last = false}));
-  rtb::save_parameters(a, dir.string());
-  CHECK(fs::exists(dir / "t_model.timestep_phase.npy"));
-  CHECK(fs::exists(dir / "joint_model.model.3.weight.npy"));
-  rtb::load_parameters(b, dir.string());
-  CHECK(std::equal(a.params().begin(), a.params().end(), b.params().begin()));
-  // float64 files (numpy's default) load too
-  rtb::Model d(rtb::PisMlp<double>({.hidden = 16, .harmonics = 8, .seed = 3}));
-  rtb::save_parameters(d, dir.string());
-  rtb::load_parameters(b, dir.string());
-  for (std::size_t i = 0; i < b.params().size(); ++i) CHECK(b.params()[i] == static_cast<float>(d.params()[i]));
-  fs::remove_all(dir);
-}
-
-TEST_CASE("missing or wrong-shaped or corrupt weight files are typed errors and nothing is half-loaded") {
-  const fs::path dir = fs::temp_directory_path() / "rtb_npy_bad";
-  fs::remove_all(dir);
-  rtb::Model a(rtb::PisMlp<float>({.hidden = 16, .harmonics = 8, .seed = 1}));
-  rtb::Model wide(rtb::PisMlp<float>({.hidden = 32, .harmonics = 8, .seed = 1}));
-  rtb::save_parameters(a, dir.string());
-  const std::vector<float> before(wide.params().begin(), wide.params().end());
-  CHECK_THROWS_WITH_AS(rtb::load_parameters(wide, dir.string()), doctest::Contains("has shape [16, 16]"), rtb::ShapeError);
-  CHECK(std::equal(before.begin(), before.end(), wide.params().begin()));
-  fs::remove(dir / "s_model.x_model.bias.npy");
-  CHECK_THROWS_WITH_AS(rtb::load_parameters(a, dir.string()), doctest::Contains("missing weight file"), rtb::IoError);
-  {
-    std::ofstream f(dir / "s_model.x_model.bias.npy");
-    f << "garbage";
-  }
-  CHECK_THROWS_WITH_AS(rtb::load_parameters(a, dir.string()), doctest::Contains("not a float32/float64 .npy"), rtb::IoError);
-  fs::remove_all(dir);
-}
 
 TEST_CASE("PNG files have a valid signature and chunk CRCs and zlib checksum") {
   const fs::path path = fs::temp_directory_path() / "rtb_png_test.png";

@@ -8,11 +8,12 @@
 #include <cmath>
 #include <cstdint>
 #include <filesystem>
-#include <fstream>
+#include <span>
 #include <string>
 #include <vector>
 
 #include "rtb/error.hpp"
+#include "rtb/io/atomic_file.hpp"
 #include "rtb/io/checksum.hpp"
 
 namespace rtb::io {
@@ -59,7 +60,7 @@ class Image {
       }
   }
 
-  /// Writes a PNG (8-bit RGB) to `path` through a temporary file and a rename.
+  /// Writes a PNG (8-bit RGB) to `path` atomically (io::write_file_atomically).
   void write_png(const std::string& path) const {
     std::vector<unsigned char> raw;  // filter byte 0 + RGB per row
     raw.reserve(static_cast<std::size_t>(h_) * (1 + 3 * static_cast<std::size_t>(w_)));
@@ -90,14 +91,8 @@ class Image {
     chunk(png, "IHDR", ihdr);
     chunk(png, "IDAT", z);
     chunk(png, "IEND", {});
-    const std::string tmp = path + ".tmp";
-    {
-      std::ofstream f(tmp, std::ios::binary);
-      if (!f) throw IoError(rtb::detail::message("write_png: cannot open ", tmp, " for writing; check the directory exists"));
-      f.write(reinterpret_cast<const char*>(png.data()), static_cast<std::streamsize>(png.size()));
-      if (!f) throw IoError(rtb::detail::message("write_png: writing ", tmp, " failed (disk full?)"));
-    }
-    std::filesystem::rename(tmp, path);
+    const std::span<const unsigned char> pieces[1] = {png};
+    write_file_atomically(path, pieces, "write_png");
   }
 
  private:
