@@ -1,0 +1,313 @@
+// SPDX-License-Identifier: Apache-2.0
+#pragma once
+/// \file
+/// 2-D convolution over NCHW batches (net/image.hpp) with odd kernel k, zero padding p = (k−1)/2
+/// and stride s ∈ {1, 2}, as torch.nn.Conv2d(in, out, k, stride=s, padding=p):
+///
+///     y[b, o, i, j] = bias[o] + extra[o] + Σ_c Σ_{u,v} W[o, c, u, v] · x[b, c, i·s + u − p, j·s + v − p]
+///
+/// (x = 0 outside the map), H_out = (H − 1)/s + 1. `<prefix>weight` is [out, in, k, k] and
+/// `<prefix>bias` [out], PyTorch's layout, so W is already the row-major [out, in·k·k] matrix of
+/// the im2col formulation: per image, with col[(c, u, v), (i, j)] = x[c, i·s + u − p, j·s + v − p],
+///
+///     y_b = W · col_b,   dW += dy_b · col_bᵀ,   db += Σ_{i,j} dy_b,   dx_b = col2im(Wᵀ · dy_b),
+///
+/// col2im adding every tap back to the pixel it was read from. A 1×1 stride-1 conv needs no
+/// col: col_b = x_b. Every product goes through detail::gemm; scratch (one image's col) comes
+/// from the caller, `scratch_floats(shape)` floats, so nothing allocates.
+///
+/// The direct kernel (Conv2dAlgorithm::Direct) loops over taps without im2col; it is kept while
+/// benchmarks/bench_layers.cpp compares the two.
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <string>
+
+#include "rtb/config.hpp"
+#include "rtb/error.hpp"
+#include "rtb/math/philox.hpp"
+#include "rtb/net/gemm.hpp"
+#include "rtb/net/image.hpp"
+#include "rtb/net/parameters.hpp"
+
+namespace rtb {
+
+enum class Conv2dAlgorithm { Im2col, Direct };
+
+class Conv2d {
+ public:
+  Conv2d() = default;
+  /// Registers `<prefix>weight` [out, in, kernel, kernel] and, if `bias`, `<prefix>bias` [out].
+  /// Throws InvalidArgumentError for non-positive channels, an even kernel or a stride not 1 or 2.
+  Conv2d(ParameterLayout& layout, const std::string& prefix, Index in, Index out, Index kernel = 3, Index stride = 1,
+         bool bias = true)
+      : name_("Conv2d '" + prefix + "'"), in_(in), out_(out), k_(kernel), s_(stride) {
+    detail::check_positive(name_, "in_channels", in);
+    detail::check_positive(name_, "out_channels", out);
+    if (kernel <= 0 || kernel % 2 == 0)
+      throw InvalidArgumentError(detail::message(name_, ": kernel must be odd and positive (padding (k-1)/2 keeps the ",
+                                                 "size), got ", kernel, "; use 3 for a 3x3 conv, 1 for a projection"));
+    if (stride != 1 && stride != 2)
+      throw InvalidArgumentError(
+          detail::message(name_, ": stride must be 1 or 2, got ", stride, "; use stride 2 to downsample by two"));
+    w_ = layout.add(prefix + "weight", {out, in, kernel, kernel});
+    b_ = bias ? layout.add(prefix + "bias", {out}) : -1;
+  }
+
+  Index in() const { return in_; }
+  Index out() const { return out_; }
+  Index kernel() const { return k_; }
+  Index stride() const { return s_; }
+  Index padding() const { return (k_ - 1) / 2; }
+  bool has_bias() const { return b_ >= 0; }
+  Index weight_offset() const { return w_; }
+  Index bias_offset() const { return b_; }
+  Conv2dAlgorithm algorithm() const { return algo_; }
+  void set_algorithm(Conv2dAlgorithm a) { algo_ = a; }
+
+  /// [B, out, H_out, W_out] for an input of `in`; throws ShapeError for the wrong channel count,
+  /// an empty shape, or (stride 2) odd H or W.
+  ImageShape output_shape(const ImageShape& in) const {
+    detail::check_image(name_, in, in_);
+    if (s_ == 2) detail::check_even(name_, in);
+    return {in.batch, out_, (in.height - 1) / s_ + 1, (in.width - 1) / s_ + 1};
+  }
+  /// Floats of scratch one forward or backward on `in` needs (one image's col; independent of B).
+  Index scratch_floats(const ImageShape& in) const {
+    const ImageShape o = output_shape(in);
+    return algo_ == Conv2dAlgorithm::Direct || pointwise() ? 0 : in_ * k_ * k_ * o.pixels();
+  }
+  /// Multiply-adds of one image.
+  Index macs(const ImageShape& in) const { return output_shape(in).pixels() * out_ * in_ * k_ * k_; }
+
+  /// y = conv(x) + bias (+ extra[o] on every pixel of channel o, when given), or y += … when
+  /// `accumulate`. Backward needs only x, so training keeps no other context. y must not overlap x.
+  template <class S>
+  void forward(const S* params, const S* x, const ImageShape& shape, S* y, S* scratch, const S* extra = nullptr,
+               bool accumulate = false) const {
+    const ImageShape os = output_shape(shape);
+    const Index K = in_ * k_ * k_, hw = shape.pixels(), hwo = os.pixels();
+    const ConstMatrixView<S> w(params + w_, out_, K);
+    for (Index b = 0; b < shape.batch; ++b) {
+      const S* xb = x + b * in_ * hw;
+      S* yb = y + b * out_ * hwo;
+      MatrixView<S> yv(yb, out_, hwo);
+      if (algo_ == Conv2dAlgorithm::Direct) {
+        direct_forward(params + w_, xb, shape, os, yb, accumulate);
+      } else if (pointwise()) {
+        detail::gemm(yv, w, ConstMatrixView<S>(xb, in_, hw), accumulate);
+      } else {
+        im2col(xb, shape, os, scratch);
+        detail::gemm(yv, w, ConstMatrixView<S>(scratch, K, hwo), accumulate);
+      }
+      if (b_ < 0 && !extra) continue;
+      for (Index o = 0; o < out_; ++o) {
+        const S add = (b_ >= 0 ? params[b_ + o] : S(0)) + (extra ? extra[o] : S(0));
+        S* __restrict row = yb + o * hwo;
+        for (Index q = 0; q < hwo; ++q) row[q] += add;
+      }
+    }
+  }
+
+  /// Accumulates dW (and db) into `grad` for the forward on `x`; if `dx` is given, writes
+  /// (GradientMode::Overwrite) or adds (Accumulate) ∂/∂x into it. dx must not overlap dy or x.
+  template <class S>
+  void backward(const S* params, const S* x, const ImageShape& shape, const S* dy, S* grad, S* dx,
+                GradientMode input_mode, S* scratch) const {
+    const ImageShape os = output_shape(shape);
+    const Index K = in_ * k_ * k_, hw = shape.pixels(), hwo = os.pixels();
+    const ConstMatrixView<S> w(params + w_, out_, K);
+    MatrixView<S> dw(grad + w_, out_, K);
+    const bool add = input_mode == GradientMode::Accumulate;
+    for (Index b = 0; b < shape.batch; ++b) {
+      const S* xb = x + b * in_ * hw;
+      const S* dyb = dy + b * out_ * hwo;
+      S* dxb = dx ? dx + b * in_ * hw : nullptr;
+      const ConstMatrixView<S> dyv(dyb, out_, hwo);
+      if (b_ >= 0)
+        for (Index o = 0; o < out_; ++o) grad[b_ + o] += detail::sum(dyb + o * hwo, hwo);
+      if (algo_ == Conv2dAlgorithm::Direct) {
+        direct_backward(params + w_, xb, shape, os, dyb, grad + w_, dxb, add);
+      } else if (pointwise()) {
+        const ConstMatrixView<S> xv(xb, in_, hw);
+        detail::gemm(dw, dyv, xv.transpose(), true);
+        if (dxb) detail::gemm(MatrixView<S>(dxb, in_, hw), w.transpose(), dyv, add);
+      } else {
+        im2col(xb, shape, os, scratch);
+        MatrixView<S> col(scratch, K, hwo);
+        detail::gemm(dw, dyv, const_view(col).transpose(), true);
+        if (!dxb) continue;
+        detail::gemm(col, w.transpose(), dyv, false);
+        if (!add) std::fill_n(dxb, in_ * hw, S(0));
+        col2im(scratch, shape, os, dxb);
+      }
+    }
+  }
+
+  /// PyTorch's nn.Conv2d default: W and b uniform in ±1/√(in·k·k).
+  template <class S>
+  void init_default(S* params, std::uint64_t seed, std::uint32_t layer_id) const {
+    const S bound = S(1) / std::sqrt(static_cast<S>(in_ * k_ * k_));
+    fill_uniform(params + w_, out_ * in_ * k_ * k_, bound, seed, layer_id, 0);
+    if (b_ >= 0) fill_uniform(params + b_, out_, bound, seed, layer_id, 1);
+  }
+
+  /// W = 0 and b = `bias` (a zero-initialised branch).
+  template <class S>
+  void init_constant(S* params, S bias) const {
+    std::fill_n(params + w_, out_ * in_ * k_ * k_, S(0));
+    if (b_ >= 0) std::fill_n(params + b_, out_, bias);
+  }
+
+ private:
+  bool pointwise() const { return k_ == 1 && s_ == 1; }
+
+  /// Output columns [j0, j1) whose tap v reads an in-range input column j·s + v − p ∈ [0, W).
+  struct Span {
+    Index j0, j1;
+  };
+  Span span(Index v, Index width, Index width_out) const {
+    const Index off = v - padding();
+    auto floor_div = [](Index a, Index d) { return a >= 0 ? a / d : -((-a + d - 1) / d); };
+    const Index j0 = std::max<Index>(0, -floor_div(off, s_));  // ceil(−off / s)
+    const Index j1 = std::min<Index>(width_out, floor_div(width - 1 - off, s_) + 1);
+    return {j0, std::max(j0, j1)};
+  }
+
+  /// col[(c, u, v), (i, j)] = x[c, i·s + u − p, j·s + v − p], 0 outside.
+  template <class S>
+  void im2col(const S* __restrict xb, const ImageShape& in, const ImageShape& out, S* __restrict col) const {
+    const Index H = in.height, W = in.width, Ho = out.height, Wo = out.width, p = padding();
+    for (Index c = 0; c < in_; ++c)
+      for (Index u = 0; u < k_; ++u)
+        for (Index v = 0; v < k_; ++v) {
+          S* plane = col + ((c * k_ + u) * k_ + v) * Ho * Wo;
+          const Span sp = span(v, W, Wo);
+          const Index off = v - p;
+          for (Index i = 0; i < Ho; ++i) {
+            S* __restrict dst = plane + i * Wo;
+            const Index r = i * s_ + u - p;
+            if (r < 0 || r >= H) {
+              std::fill_n(dst, Wo, S(0));
+              continue;
+            }
+            const S* __restrict src = xb + (c * H + r) * W;
+            std::fill_n(dst, sp.j0, S(0));
+            if (s_ == 1)
+              std::copy(src + sp.j0 + off, src + sp.j1 + off, dst + sp.j0);
+            else
+              for (Index j = sp.j0; j < sp.j1; ++j) dst[j] = src[j * s_ + off];
+            std::fill(dst + sp.j1, dst + Wo, S(0));
+          }
+        }
+  }
+
+  /// dx[c, i·s + u − p, j·s + v − p] += col[(c, u, v), (i, j)] for every in-range tap.
+  template <class S>
+  void col2im(const S* __restrict col, const ImageShape& in, const ImageShape& out, S* __restrict dxb) const {
+    const Index H = in.height, W = in.width, Ho = out.height, Wo = out.width, p = padding();
+    for (Index c = 0; c < in_; ++c)
+      for (Index u = 0; u < k_; ++u)
+        for (Index v = 0; v < k_; ++v) {
+          const S* plane = col + ((c * k_ + u) * k_ + v) * Ho * Wo;
+          const Span sp = span(v, W, Wo);
+          const Index off = v - p;
+          for (Index i = 0; i < Ho; ++i) {
+            const Index r = i * s_ + u - p;
+            if (r < 0 || r >= H) continue;
+            const S* __restrict src = plane + i * Wo;
+            S* __restrict dst = dxb + (c * H + r) * W;
+            for (Index j = sp.j0; j < sp.j1; ++j) dst[j * s_ + off] += src[j];
+          }
+        }
+  }
+
+  /// The direct kernel: y[o] (+)= Σ_c Σ_{u,v} W[o, c, u, v] · shifted x[c], four output channels
+  /// at a time so every input row loaded feeds four accumulations.
+  template <class S>
+  void direct_forward(const S* __restrict w, const S* __restrict xb, const ImageShape& in, const ImageShape& out,
+                      S* __restrict yb, bool accumulate) const {
+    const Index H = in.height, W = in.width, Ho = out.height, Wo = out.width, p = padding(), kk = k_ * k_;
+    if (!accumulate) std::fill_n(yb, out_ * Ho * Wo, S(0));
+    for (Index o0 = 0; o0 < out_; o0 += 4) {
+      const Index nb = std::min<Index>(4, out_ - o0);
+      for (Index c = 0; c < in_; ++c)
+        for (Index u = 0; u < k_; ++u)
+          for (Index i = 0; i < Ho; ++i) {
+            const Index r = i * s_ + u - p;
+            if (r < 0 || r >= H) continue;
+            const S* __restrict xr = xb + (c * H + r) * W;
+            for (Index v = 0; v < k_; ++v) {
+              const Span sp = span(v, W, Wo);
+              const Index off = v - p;
+              S wq[4] = {};
+              S* yr[4];
+              for (Index q = 0; q < 4; ++q) {
+                const Index o = o0 + std::min(q, nb - 1);
+                wq[q] = q < nb ? w[(o * in_ + c) * kk + u * k_ + v] : S(0);
+                yr[q] = yb + (o * Ho + i) * Wo;
+              }
+              if (nb == 4 && s_ == 1) {
+                S* __restrict y0 = yr[0];
+                S* __restrict y1 = yr[1];
+                S* __restrict y2 = yr[2];
+                S* __restrict y3 = yr[3];
+                for (Index j = sp.j0; j < sp.j1; ++j) {
+                  const S xv = xr[j + off];
+                  y0[j] += wq[0] * xv;
+                  y1[j] += wq[1] * xv;
+                  y2[j] += wq[2] * xv;
+                  y3[j] += wq[3] * xv;
+                }
+              } else {
+                for (Index q = 0; q < nb; ++q)
+                  for (Index j = sp.j0; j < sp.j1; ++j) yr[q][j] += wq[q] * xr[j * s_ + off];
+              }
+            }
+          }
+    }
+  }
+
+  /// dW[o, c, u, v] += Σ_{i,j} dy[o, i, j]·x[c, i·s + u − p, j·s + v − p] and, if dxb,
+  /// dx[c, i·s + u − p, j·s + v − p] += Σ_o W[o, c, u, v]·dy[o, i, j] (zeroed first unless `add`).
+  template <class S>
+  void direct_backward(const S* __restrict w, const S* __restrict xb, const ImageShape& in, const ImageShape& out,
+                       const S* __restrict dyb, S* __restrict dw, S* __restrict dxb, bool add) const {
+    const Index H = in.height, W = in.width, Ho = out.height, Wo = out.width, p = padding(), kk = k_ * k_;
+    if (dxb && !add) std::fill_n(dxb, in_ * H * W, S(0));
+    for (Index o = 0; o < out_; ++o)
+      for (Index c = 0; c < in_; ++c)
+        for (Index u = 0; u < k_; ++u)
+          for (Index i = 0; i < Ho; ++i) {
+            const Index r = i * s_ + u - p;
+            if (r < 0 || r >= H) continue;
+            const S* __restrict xr = xb + (c * H + r) * W;
+            const S* __restrict dyr = dyb + (o * Ho + i) * Wo;
+            S* __restrict dxr = dxb ? dxb + (c * H + r) * W : nullptr;
+            for (Index v = 0; v < k_; ++v) {
+              const Span sp = span(v, W, Wo);
+              const Index off = v - p;
+              const S wv = w[(o * in_ + c) * kk + u * k_ + v];
+              S acc = 0;
+              for (Index j = sp.j0; j < sp.j1; ++j) acc += dyr[j] * xr[j * s_ + off];
+              dw[(o * in_ + c) * kk + u * k_ + v] += acc;
+              if (dxr)
+                for (Index j = sp.j0; j < sp.j1; ++j) dxr[j * s_ + off] += wv * dyr[j];
+            }
+          }
+  }
+
+  template <class S>
+  static void fill_uniform(S* p, Index n, S bound, std::uint64_t seed, std::uint32_t layer_id, std::uint32_t part) {
+    const math::NoiseKey key{seed, math::Stream::User, 0xC0172u};
+    for (Index i = 0; i < n; ++i)
+      p[i] = bound * (S(2) * math::uniform<S>(key, static_cast<std::uint64_t>(i), layer_id * 2 + part, 0) - S(1));
+  }
+
+  std::string name_;
+  Index in_ = 0, out_ = 0, k_ = 1, s_ = 1, w_ = 0, b_ = -1;
+  Conv2dAlgorithm algo_ = Conv2dAlgorithm::Im2col;
+};
+
+}  // namespace rtb
