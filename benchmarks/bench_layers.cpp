@@ -1,12 +1,12 @@
 // SPDX-License-Identifier: Apache-2.0
 // The 2-D layers of a CPU MNIST UNet, one batch of 32 images, one thread:
 //
-//   BM_Conv2dForward/algo/in/out/size/kernel/stride    y = conv(x) + b, GFLOP/s
-//   BM_Conv2dBackward/algo/in/out/size/kernel/stride   dW, db and dx, GFLOP/s (twice the forward's FLOPs)
+//   BM_Conv2dForward/in/out/size/kernel/stride    y = conv(x) + b, GFLOP/s
+//   BM_Conv2dBackward/in/out/size/kernel/stride   dW, db and dx, GFLOP/s (twice the forward's FLOPs)
 //
-// algo 0 is im2col + GEMM, 1 the direct kernel (net/conv2d.hpp). Sizes: 28×28, 14×14 and 7×7
-// (MNIST), 16×16 and 8×8 (the 32×32 UNet's lower levels), 32–64 channels.
-// Rates are wall-clock: FLOPs = 2 · multiply-adds.
+// Conv2d is im2col + GEMM; net/conv2d.hpp keeps the figures that chose it over a direct kernel.
+// Sizes: 28×28, 14×14 and 7×7 (MNIST), 16×16 and 8×8 (the 32×32 UNet's lower levels), 32–64
+// channels. Rates are wall-clock; FLOPs = 2 · multiply-adds.
 
 #include <chrono>
 #include <cstdint>
@@ -30,15 +30,15 @@ std::vector<S> normals(Index n, std::uint64_t seed) {
   return v;
 }
 
-double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
+double now() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
 
 void conv2d(benchmark::State& state, bool backward) {
-  const auto algo = static_cast<rtb::Conv2dAlgorithm>(state.range(0));
-  const Index in = state.range(1), out = state.range(2), size = state.range(3), k = state.range(4),
-              stride = state.range(5);
+  const Index in = state.range(0), out = state.range(1), size = state.range(2), k = state.range(3),
+              stride = state.range(4);
   rtb::ParameterLayout layout;
   rtb::Conv2d conv(layout, "conv.", in, out, k, stride);
-  conv.set_algorithm(algo);
   std::vector<S> p(static_cast<std::size_t>(layout.size())), grad(p.size());
   conv.init_default(p.data(), 1, 0);
   const rtb::ImageShape shape{kBatch, in, size, size};
@@ -65,8 +65,12 @@ void conv2d(benchmark::State& state, bool backward) {
   state.counters["GFLOP/s"] = flops * static_cast<double>(state.iterations()) / secs * 1e-9;
 }
 
-void BM_Conv2dForward(benchmark::State& state) { conv2d(state, false); }
-void BM_Conv2dBackward(benchmark::State& state) { conv2d(state, true); }
+void BM_Conv2dForward(benchmark::State& state) {
+  conv2d(state, false);
+}
+void BM_Conv2dBackward(benchmark::State& state) {
+  conv2d(state, true);
+}
 
 // {in, out, size, kernel, stride}: the convs of a UNet with channels (32, 64, 64) on 28×28 MNIST
 // and on 32×32 (16×16 and 8×8 below the top), their stride-2 downsamplers and a 1×1 shortcut.
@@ -74,8 +78,7 @@ void conv_sizes(benchmark::internal::Benchmark* b) {
   const Index shapes[][5] = {{32, 32, 28, 3, 1}, {32, 64, 14, 3, 1}, {64, 64, 14, 3, 1}, {64, 64, 7, 3, 1},
                              {32, 32, 16, 3, 1}, {64, 64, 8, 3, 1},  {32, 32, 28, 3, 2}, {64, 64, 14, 3, 2},
                              {64, 64, 16, 3, 2}, {32, 64, 14, 1, 1}};
-  for (Index algo : {0, 1})
-    for (const auto& s : shapes) b->Args({algo, s[0], s[1], s[2], s[3], s[4]});
+  for (const auto& s : shapes) b->Args({s[0], s[1], s[2], s[3], s[4]});
 }
 
 }  // namespace

@@ -9,7 +9,6 @@
 namespace {
 
 using rtb::Conv2d;
-using rtb::Conv2dAlgorithm;
 using rtb::ImageShape;
 using rtb::Index;
 
@@ -19,96 +18,88 @@ struct Case {
 };
 
 const Case kCases[] = {
-    {3, 4, 3, 1, 5, 6, true},   {2, 3, 3, 2, 6, 4, true},  {4, 5, 1, 1, 3, 5, true}, {3, 2, 1, 2, 4, 6, false},
-    {2, 2, 3, 1, 1, 1, true},   // a 1×1 map: only the centre tap is in range
+    {3, 4, 3, 1, 5, 6, true},  {2, 3, 3, 2, 6, 4, true},  {4, 5, 1, 1, 3, 5, true},
+    {3, 2, 1, 2, 4, 6, false}, {2, 2, 3, 1, 1, 1, true},  // a 1×1 map: only the centre tap is in range
     {5, 3, 3, 2, 2, 2, true},  {1, 6, 5, 1, 4, 3, false}, {6, 5, 3, 1, 2, 7, false},
 };
-const Conv2dAlgorithm kAlgorithms[] = {Conv2dAlgorithm::Im2col, Conv2dAlgorithm::Direct};
 
 }  // namespace
 
 TEST_CASE_TEMPLATE("Conv2d forward equals the definition: zero padding, strides, extra and accumulate", S, float,
                    double) {
-  for (const Case& c : kCases)
-    for (Conv2dAlgorithm algo : kAlgorithms) {
-      CAPTURE(c.kernel);
-      CAPTURE(c.stride);
-      CAPTURE(c.height);
-      CAPTURE(static_cast<int>(algo));
-      rtb::ParameterLayout layout;
-      Conv2d conv(layout, "conv.", c.in, c.out, c.kernel, c.stride, c.bias);
-      conv.set_algorithm(algo);
-      std::vector<S> p(static_cast<std::size_t>(layout.size()));
-      conv.init_default(p.data(), 3, 1);
-      const ImageShape in{2, c.in, c.height, c.width};
-      const ImageShape out = conv.output_shape(in);
-      CHECK(out == ImageShape{2, c.out, (c.height - 1) / c.stride + 1, (c.width - 1) / c.stride + 1});
-      const auto x = rtb_test::random_vector<S>(in.size(), 5);
-      const auto extra = rtb_test::random_vector<S>(c.out, 6);
-      std::vector<S> y(static_cast<std::size_t>(out.size()), S(7));
-      std::vector<S> scratch(static_cast<std::size_t>(conv.scratch_floats(in)));
-      const S* bias = c.bias ? p.data() + conv.bias_offset() : nullptr;
-      const double tol = std::is_same_v<S, float> ? 1e-5 : 1e-13;
+  for (const Case& c : kCases) {
+    CAPTURE(c.kernel);
+    CAPTURE(c.stride);
+    CAPTURE(c.height);
+    rtb::ParameterLayout layout;
+    Conv2d conv(layout, "conv.", c.in, c.out, c.kernel, c.stride, c.bias);
+    std::vector<S> p(static_cast<std::size_t>(layout.size()));
+    conv.init_default(p.data(), 3, 1);
+    const ImageShape in{2, c.in, c.height, c.width};
+    const ImageShape out = conv.output_shape(in);
+    CHECK(out == ImageShape{2, c.out, (c.height - 1) / c.stride + 1, (c.width - 1) / c.stride + 1});
+    const auto x = rtb_test::random_vector<S>(in.size(), 5);
+    const auto extra = rtb_test::random_vector<S>(c.out, 6);
+    std::vector<S> y(static_cast<std::size_t>(out.size()), S(7));
+    std::vector<S> scratch(static_cast<std::size_t>(conv.scratch_floats(in)));
+    const S* bias = c.bias ? p.data() + conv.bias_offset() : nullptr;
+    const double tol = std::is_same_v<S, float> ? 1e-5 : 1e-13;
 
-      conv.forward(p.data(), x.data(), in, y.data(), scratch.data());
-      const auto plain = rtb_test::reference_conv2d(p.data() + conv.weight_offset(), bias,
-                                                    static_cast<const S*>(nullptr), x.data(), in, c.out, c.kernel,
-                                                    c.stride);
-      CHECK(rtb_test::max_relative_difference(y, plain) <= tol);
+    conv.forward(p.data(), x.data(), in, y.data(), scratch.data());
+    const auto plain = rtb_test::reference_conv2d(p.data() + conv.weight_offset(), bias, static_cast<const S*>(nullptr),
+                                                  x.data(), in, c.out, c.kernel, c.stride);
+    CHECK(rtb_test::max_relative_difference(y, plain) <= tol);
 
-      conv.forward(p.data(), x.data(), in, y.data(), scratch.data(), extra.data());
-      auto with_extra = rtb_test::reference_conv2d(p.data() + conv.weight_offset(), bias, extra.data(), x.data(), in,
-                                                   c.out, c.kernel, c.stride);
-      CHECK(rtb_test::max_relative_difference(y, with_extra) <= tol);
+    conv.forward(p.data(), x.data(), in, y.data(), scratch.data(), extra.data());
+    auto with_extra = rtb_test::reference_conv2d(p.data() + conv.weight_offset(), bias, extra.data(), x.data(), in,
+                                                 c.out, c.kernel, c.stride);
+    CHECK(rtb_test::max_relative_difference(y, with_extra) <= tol);
 
-      conv.forward(p.data(), x.data(), in, y.data(), scratch.data(), extra.data(), true);  // y = 2·with_extra
-      for (double& v : with_extra) v *= 2;
-      CHECK(rtb_test::max_relative_difference(y, with_extra) <= 2 * tol);
-    }
+    conv.forward(p.data(), x.data(), in, y.data(), scratch.data(), extra.data(), true);  // y = 2·with_extra
+    for (double& v : with_extra) v *= 2;
+    CHECK(rtb_test::max_relative_difference(y, with_extra) <= 2 * tol);
+  }
 }
 
 TEST_CASE("Conv2d backward matches central differences for weight, bias and input, in both input modes") {
   using S = double;
-  for (const Case& c : kCases)
-    for (Conv2dAlgorithm algo : kAlgorithms) {
-      CAPTURE(c.kernel);
-      CAPTURE(c.stride);
-      CAPTURE(c.height);
-      CAPTURE(static_cast<int>(algo));
-      rtb::ParameterLayout layout;
-      Conv2d conv(layout, "conv.", c.in, c.out, c.kernel, c.stride, c.bias);
-      conv.set_algorithm(algo);
-      std::vector<S> p(static_cast<std::size_t>(layout.size()));
-      conv.init_default(p.data(), 4, 2);
-      const ImageShape in{2, c.in, c.height, c.width};
-      const ImageShape out = conv.output_shape(in);
-      auto x = rtb_test::random_vector<S>(in.size(), 7);
-      const auto dy = rtb_test::random_vector<S>(out.size(), 8);
-      const auto extra = rtb_test::random_vector<S>(c.out, 9);
-      std::vector<S> y(static_cast<std::size_t>(out.size()));
-      std::vector<S> scratch(static_cast<std::size_t>(conv.scratch_floats(in)));
-      auto loss = [&] {
-        conv.forward(p.data(), x.data(), in, y.data(), scratch.data(), extra.data());
-        return rtb_test::inner(y, dy);
-      };
-      const std::vector<S> grad0(p.size(), 0.25), dx0 = rtb_test::random_vector<S>(in.size(), 10);
-      std::vector<S> grad = grad0, dx = dx0;
-      conv.backward(p.data(), x.data(), in, dy.data(), grad.data(), dx.data(), rtb::GradientMode::Accumulate,
-                    scratch.data());
-      CHECK(rtb_test::relative_error(rtb_test::minus(grad, grad0), rtb_test::numeric_gradient(p, loss)) < 1e-8);
-      const auto numeric_x = rtb_test::numeric_gradient(x, loss);
-      CHECK(rtb_test::relative_error(rtb_test::minus(dx, dx0), numeric_x) < 1e-8);
+  for (const Case& c : kCases) {
+    CAPTURE(c.kernel);
+    CAPTURE(c.stride);
+    CAPTURE(c.height);
+    rtb::ParameterLayout layout;
+    Conv2d conv(layout, "conv.", c.in, c.out, c.kernel, c.stride, c.bias);
+    std::vector<S> p(static_cast<std::size_t>(layout.size()));
+    conv.init_default(p.data(), 4, 2);
+    const ImageShape in{2, c.in, c.height, c.width};
+    const ImageShape out = conv.output_shape(in);
+    auto x = rtb_test::random_vector<S>(in.size(), 7);
+    const auto dy = rtb_test::random_vector<S>(out.size(), 8);
+    const auto extra = rtb_test::random_vector<S>(c.out, 9);
+    std::vector<S> y(static_cast<std::size_t>(out.size()));
+    std::vector<S> scratch(static_cast<std::size_t>(conv.scratch_floats(in)));
+    auto loss = [&] {
+      conv.forward(p.data(), x.data(), in, y.data(), scratch.data(), extra.data());
+      return rtb_test::inner(y, dy);
+    };
+    const std::vector<S> grad0(p.size(), 0.25), dx0 = rtb_test::random_vector<S>(in.size(), 10);
+    std::vector<S> grad = grad0, dx = dx0;
+    conv.backward(p.data(), x.data(), in, dy.data(), grad.data(), dx.data(), rtb::GradientMode::Accumulate,
+                  scratch.data());
+    CHECK(rtb_test::relative_error(rtb_test::minus(grad, grad0), rtb_test::numeric_gradient(p, loss)) < 1e-8);
+    const auto numeric_x = rtb_test::numeric_gradient(x, loss);
+    CHECK(rtb_test::relative_error(rtb_test::minus(dx, dx0), numeric_x) < 1e-8);
 
-      std::vector<S> grad2 = grad0, dx2 = dx0;  // Overwrite replaces dx; the parameter gradient still adds
-      conv.backward(p.data(), x.data(), in, dy.data(), grad2.data(), dx2.data(), rtb::GradientMode::Overwrite,
-                    scratch.data());
-      CHECK(rtb_test::relative_error(dx2, numeric_x) < 1e-8);
-      CHECK(rtb_test::relative_error(grad2, grad) < 1e-14);
-      std::vector<S> grad3 = grad0;  // no input gradient
-      conv.backward(p.data(), x.data(), in, dy.data(), grad3.data(), static_cast<S*>(nullptr),
-                    rtb::GradientMode::Overwrite, scratch.data());
-      CHECK(rtb_test::relative_error(grad3, grad) < 1e-14);
-    }
+    std::vector<S> grad2 = grad0, dx2 = dx0;  // Overwrite replaces dx; the parameter gradient still adds
+    conv.backward(p.data(), x.data(), in, dy.data(), grad2.data(), dx2.data(), rtb::GradientMode::Overwrite,
+                  scratch.data());
+    CHECK(rtb_test::relative_error(dx2, numeric_x) < 1e-8);
+    CHECK(rtb_test::relative_error(grad2, grad) < 1e-14);
+    std::vector<S> grad3 = grad0;  // no input gradient
+    conv.backward(p.data(), x.data(), in, dy.data(), grad3.data(), static_cast<S*>(nullptr),
+                  rtb::GradientMode::Overwrite, scratch.data());
+    CHECK(rtb_test::relative_error(grad3, grad) < 1e-14);
+  }
 }
 
 TEST_CASE("Conv2d registers PyTorch-named tensors, sizes its scratch and initialises like torch.nn.Conv2d") {

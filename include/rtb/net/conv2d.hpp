@@ -16,8 +16,21 @@
 /// col: col_b = x_b. Every product goes through detail::gemm; scratch (one image's col) comes
 /// from the caller, `scratch_floats(shape)` floats, so nothing allocates.
 ///
-/// The direct kernel (Conv2dAlgorithm::Direct) loops over taps without im2col; it is kept while
-/// benchmarks/bench_layers.cpp compares the two.
+/// Why im2col: benchmarks/bench_layers.cpp timed it against a direct kernel (a loop over taps
+/// accumulating four output channels per input row, no col buffer; commit 41d8b8d) on batch 32,
+/// one thread, float, AMD EPYC (Zen 3, 2 vCPUs, AVX2/FMA; lscpu "AMD EPYC"), g++ 12 -O3
+/// -march=native, 2026-12-01, load ≈ 3 from other jobs. Median GFLOP/s, im2col / direct:
+///
+///     in→out  size k s   forward      backward        in→out  size k s   forward      backward
+///     32→32   28   3 1   36.3 / 7.8   28.0 / 2.2      64→64   8    3 1   36.3 / 2.8   28.2 / 2.6
+///     32→64   14   3 1   35.9 / 5.3   37.6 / 3.0      32→32   28   3 2   31.7 / 2.3   21.7 / 2.4
+///     64→64   14   3 1   35.0 / 5.2   34.1 / 3.0      64→64   14   3 2   33.9 / 1.6   32.2 / 1.9
+///     64→64   7    3 1   26.7 / 2.4   31.6 / 2.5      64→64   16   3 2   29.7 / 2.2   37.1 / 1.6
+///     32→32   16   3 1   37.2 / 5.7   23.6 / 3.2      32→64   14   1 1   38.9 / 4.0   31.6 / 2.5
+///
+/// im2col + GEMM won every size, by 4.6–21× forward and 8–23× backward, so the direct kernel
+/// was removed; copying the col (9·in·H·W floats an image) costs far less than the GEMM's
+/// register blocking gains.
 
 #include <algorithm>
 #include <cmath>
@@ -32,8 +45,6 @@
 #include "rtb/net/parameters.hpp"
 
 namespace rtb {
-
-enum class Conv2dAlgorithm { Im2col, Direct };
 
 class Conv2d {
  public:
@@ -63,8 +74,6 @@ class Conv2d {
   bool has_bias() const { return b_ >= 0; }
   Index weight_offset() const { return w_; }
   Index bias_offset() const { return b_; }
-  Conv2dAlgorithm algorithm() const { return algo_; }
-  void set_algorithm(Conv2dAlgorithm a) { algo_ = a; }
 
   /// [B, out, H_out, W_out] for an input of `in`; throws ShapeError for the wrong channel count,
   /// an empty shape, or (stride 2) odd H or W.
@@ -76,7 +85,7 @@ class Conv2d {
   /// Floats of scratch one forward or backward on `in` needs (one image's col; independent of B).
   Index scratch_floats(const ImageShape& in) const {
     const ImageShape o = output_shape(in);
-    return algo_ == Conv2dAlgorithm::Direct || pointwise() ? 0 : in_ * k_ * k_ * o.pixels();
+    return pointwise() ? 0 : in_ * k_ * k_ * o.pixels();
   }
   /// Multiply-adds of one image.
   Index macs(const ImageShape& in) const { return output_shape(in).pixels() * out_ * in_ * k_ * k_; }
@@ -93,9 +102,7 @@ class Conv2d {
       const S* xb = x + b * in_ * hw;
       S* yb = y + b * out_ * hwo;
       MatrixView<S> yv(yb, out_, hwo);
-      if (algo_ == Conv2dAlgorithm::Direct) {
-        direct_forward(params + w_, xb, shape, os, yb, accumulate);
-      } else if (pointwise()) {
+      if (pointwise()) {
         detail::gemm(yv, w, ConstMatrixView<S>(xb, in_, hw), accumulate);
       } else {
         im2col(xb, shape, os, scratch);
@@ -127,9 +134,7 @@ class Conv2d {
       const ConstMatrixView<S> dyv(dyb, out_, hwo);
       if (b_ >= 0)
         for (Index o = 0; o < out_; ++o) grad[b_ + o] += detail::sum(dyb + o * hwo, hwo);
-      if (algo_ == Conv2dAlgorithm::Direct) {
-        direct_backward(params + w_, xb, shape, os, dyb, grad + w_, dxb, add);
-      } else if (pointwise()) {
+      if (pointwise()) {
         const ConstMatrixView<S> xv(xb, in_, hw);
         detail::gemm(dw, dyv, xv.transpose(), true);
         if (dxb) detail::gemm(MatrixView<S>(dxb, in_, hw), w.transpose(), dyv, add);
@@ -223,81 +228,6 @@ class Conv2d {
         }
   }
 
-  /// The direct kernel: y[o] (+)= Σ_c Σ_{u,v} W[o, c, u, v] · shifted x[c], four output channels
-  /// at a time so every input row loaded feeds four accumulations.
-  template <class S>
-  void direct_forward(const S* __restrict w, const S* __restrict xb, const ImageShape& in, const ImageShape& out,
-                      S* __restrict yb, bool accumulate) const {
-    const Index H = in.height, W = in.width, Ho = out.height, Wo = out.width, p = padding(), kk = k_ * k_;
-    if (!accumulate) std::fill_n(yb, out_ * Ho * Wo, S(0));
-    for (Index o0 = 0; o0 < out_; o0 += 4) {
-      const Index nb = std::min<Index>(4, out_ - o0);
-      for (Index c = 0; c < in_; ++c)
-        for (Index u = 0; u < k_; ++u)
-          for (Index i = 0; i < Ho; ++i) {
-            const Index r = i * s_ + u - p;
-            if (r < 0 || r >= H) continue;
-            const S* __restrict xr = xb + (c * H + r) * W;
-            for (Index v = 0; v < k_; ++v) {
-              const Span sp = span(v, W, Wo);
-              const Index off = v - p;
-              S wq[4] = {};
-              S* yr[4];
-              for (Index q = 0; q < 4; ++q) {
-                const Index o = o0 + std::min(q, nb - 1);
-                wq[q] = q < nb ? w[(o * in_ + c) * kk + u * k_ + v] : S(0);
-                yr[q] = yb + (o * Ho + i) * Wo;
-              }
-              if (nb == 4 && s_ == 1) {
-                S* __restrict y0 = yr[0];
-                S* __restrict y1 = yr[1];
-                S* __restrict y2 = yr[2];
-                S* __restrict y3 = yr[3];
-                for (Index j = sp.j0; j < sp.j1; ++j) {
-                  const S xv = xr[j + off];
-                  y0[j] += wq[0] * xv;
-                  y1[j] += wq[1] * xv;
-                  y2[j] += wq[2] * xv;
-                  y3[j] += wq[3] * xv;
-                }
-              } else {
-                for (Index q = 0; q < nb; ++q)
-                  for (Index j = sp.j0; j < sp.j1; ++j) yr[q][j] += wq[q] * xr[j * s_ + off];
-              }
-            }
-          }
-    }
-  }
-
-  /// dW[o, c, u, v] += Σ_{i,j} dy[o, i, j]·x[c, i·s + u − p, j·s + v − p] and, if dxb,
-  /// dx[c, i·s + u − p, j·s + v − p] += Σ_o W[o, c, u, v]·dy[o, i, j] (zeroed first unless `add`).
-  template <class S>
-  void direct_backward(const S* __restrict w, const S* __restrict xb, const ImageShape& in, const ImageShape& out,
-                       const S* __restrict dyb, S* __restrict dw, S* __restrict dxb, bool add) const {
-    const Index H = in.height, W = in.width, Ho = out.height, Wo = out.width, p = padding(), kk = k_ * k_;
-    if (dxb && !add) std::fill_n(dxb, in_ * H * W, S(0));
-    for (Index o = 0; o < out_; ++o)
-      for (Index c = 0; c < in_; ++c)
-        for (Index u = 0; u < k_; ++u)
-          for (Index i = 0; i < Ho; ++i) {
-            const Index r = i * s_ + u - p;
-            if (r < 0 || r >= H) continue;
-            const S* __restrict xr = xb + (c * H + r) * W;
-            const S* __restrict dyr = dyb + (o * Ho + i) * Wo;
-            S* __restrict dxr = dxb ? dxb + (c * H + r) * W : nullptr;
-            for (Index v = 0; v < k_; ++v) {
-              const Span sp = span(v, W, Wo);
-              const Index off = v - p;
-              const S wv = w[(o * in_ + c) * kk + u * k_ + v];
-              S acc = 0;
-              for (Index j = sp.j0; j < sp.j1; ++j) acc += dyr[j] * xr[j * s_ + off];
-              dw[(o * in_ + c) * kk + u * k_ + v] += acc;
-              if (dxr)
-                for (Index j = sp.j0; j < sp.j1; ++j) dxr[j * s_ + off] += wv * dyr[j];
-            }
-          }
-  }
-
   template <class S>
   static void fill_uniform(S* p, Index n, S bound, std::uint64_t seed, std::uint32_t layer_id, std::uint32_t part) {
     const math::NoiseKey key{seed, math::Stream::User, 0xC0172u};
@@ -307,7 +237,6 @@ class Conv2d {
 
   std::string name_;
   Index in_ = 0, out_ = 0, k_ = 1, s_ = 1, w_ = 0, b_ = -1;
-  Conv2dAlgorithm algo_ = Conv2dAlgorithm::Im2col;
 };
 
 }  // namespace rtb

@@ -39,12 +39,12 @@ inline std::string to_string(const ImageShape& s) {
 /// Throws ShapeError unless `s` is a non-empty image batch of `channels` channels.
 inline void check_image(const std::string& who, const ImageShape& s, Index channels) {
   if (s.batch <= 0 || s.height <= 0 || s.width <= 0)
-    throw ShapeError(message(who, ": input shape ", to_string(s),
-                             " is empty; pass a [B, C, H, W] batch with B, H, W >= 1"));
+    throw ShapeError(
+        message(who, ": input shape ", to_string(s), " is empty; pass a [B, C, H, W] batch with B, H, W >= 1"));
   if (s.channels != channels)
-    throw ShapeError(message(who, ": input has ", s.channels, " channels (shape ", to_string(s), ") but the layer takes ",
-                             channels, "; feed it a [B, ", channels, ", H, W] tensor or build the layer for ",
-                             s.channels, " channels"));
+    throw ShapeError(message(who, ": input has ", s.channels, " channels (shape ", to_string(s),
+                             ") but the layer takes ", channels, "; feed it a [B, ", channels,
+                             ", H, W] tensor or build the layer for ", s.channels, " channels"));
 }
 
 /// Throws ShapeError unless H and W are even, so that a 2× downsample maps back onto them.
