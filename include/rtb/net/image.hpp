@@ -38,9 +38,9 @@ inline std::string to_string(const ImageShape& s) {
 
 /// Throws ShapeError unless `s` is a non-empty image batch of `channels` channels.
 inline void check_image(const std::string& who, const ImageShape& s, Index channels) {
-  if (s.batch <= 0 || s.height <= 0 || s.width <= 0)
+  if (s.batch <= 0 || s.channels <= 0 || s.height <= 0 || s.width <= 0)
     throw ShapeError(
-        message(who, ": input shape ", to_string(s), " is empty; pass a [B, C, H, W] batch with B, H, W >= 1"));
+        message(who, ": input shape ", to_string(s), " is empty; pass a [B, C, H, W] batch with every size >= 1"));
   if (s.channels != channels)
     throw ShapeError(message(who, ": input has ", s.channels, " channels (shape ", to_string(s),
                              ") but the layer takes ", channels, "; feed it a [B, ", channels,
