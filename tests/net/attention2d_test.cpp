@@ -104,7 +104,7 @@ TEST_CASE_TEMPLATE("Attention2d forward equals the definition, with context or s
     std::vector<S> y(x.size()), context(static_cast<std::size_t>(attn.context_floats(s))),
         scratch(static_cast<std::size_t>(attn.scratch_floats(s)));
     const auto want = reference(attn, p, x, s);
-    const double tol = std::is_same_v<S, float> ? 2e-6 : 1e-13;
+    const double tol = std::is_same_v<S, float> ? 1e-5 : 1e-13;  // float: scores of order 10 enter exp
     attn.forward(p.data(), x.data(), s, y.data(), static_cast<S*>(nullptr), scratch.data());
     CHECK(rtb_test::max_relative_difference(y, want) <= tol);
     std::vector<S> y2(x.size());
