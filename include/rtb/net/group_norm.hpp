@@ -129,30 +129,16 @@ class GroupNorm {
   }
 
  private:
-  /// Σ (x − μ)², eight lanes (see detail::sum).
+  /// Σ (x − μ)².
   template <class S>
-  static S centered_sum_of_squares(const S* __restrict x, S mean, Index n) {
-    S lane[8] = {};
-    Index i = 0;
-    for (; i + 8 <= n; i += 8)
-      for (int k = 0; k < 8; ++k) lane[k] += (x[i + k] - mean) * (x[i + k] - mean);
-    S s = 0;
-    for (; i < n; ++i) s += (x[i] - mean) * (x[i] - mean);
-    for (int k = 0; k < 8; ++k) s += lane[k];
-    return s;
+  static S centered_sum_of_squares(const S* x, S mean, Index n) {
+    return detail::lane_sum<S>(n, [x, mean](Index i) { return (x[i] - mean) * (x[i] - mean); });
   }
 
-  /// Σ a·(x − μ), eight lanes; centred so that a large mean does not cancel.
+  /// Σ a·(x − μ); centred so that a large mean does not cancel.
   template <class S>
-  static S centered_dot(const S* __restrict a, const S* __restrict x, S mean, Index n) {
-    S lane[8] = {};
-    Index i = 0;
-    for (; i + 8 <= n; i += 8)
-      for (int k = 0; k < 8; ++k) lane[k] += a[i + k] * (x[i + k] - mean);
-    S s = 0;
-    for (; i < n; ++i) s += a[i] * (x[i] - mean);
-    for (int k = 0; k < 8; ++k) s += lane[k];
-    return s;
+  static S centered_dot(const S* a, const S* x, S mean, Index n) {
+    return detail::lane_sum<S>(n, [a, x, mean](Index i) { return a[i] * (x[i] - mean); });
   }
 
   std::string name_;

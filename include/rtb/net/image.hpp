@@ -55,30 +55,31 @@ inline void check_even(const std::string& who, const ImageShape& s) {
                              "input (e.g. 28x28 MNIST to 32x32) or stop downsampling at this resolution"));
 }
 
-/// Σ_i p[i] in eight interleaved partial sums, combined in a fixed order.
-template <class S>
-S sum(const S* __restrict p, Index n) {
+/// Σ_{i<n} term(i) in eight interleaved partial sums, combined in a fixed order. (The main loop
+/// runs to n − n mod 8 rather than while i + 8 ≤ n: with the latter GCC 12 warns, for a constant
+/// n, of undefined behaviour in the tail loop, which -Werror turns into an error.)
+template <class S, class Term>
+S lane_sum(Index n, Term term) {
   S lane[8] = {};
-  Index i = 0;
-  for (; i + 8 <= n; i += 8)
-    for (int k = 0; k < 8; ++k) lane[k] += p[i + k];
+  const Index full = n - n % 8;
+  for (Index i = 0; i < full; i += 8)
+    for (int k = 0; k < 8; ++k) lane[k] += term(i + k);
   S s = 0;
-  for (; i < n; ++i) s += p[i];
+  for (Index i = full; i < n; ++i) s += term(i);
   for (int k = 0; k < 8; ++k) s += lane[k];
   return s;
 }
 
-/// Σ_i a[i]·b[i], the same way.
+/// Σ_i p[i].
 template <class S>
-S dot(const S* __restrict a, const S* __restrict b, Index n) {
-  S lane[8] = {};
-  Index i = 0;
-  for (; i + 8 <= n; i += 8)
-    for (int k = 0; k < 8; ++k) lane[k] += a[i + k] * b[i + k];
-  S s = 0;
-  for (; i < n; ++i) s += a[i] * b[i];
-  for (int k = 0; k < 8; ++k) s += lane[k];
-  return s;
+S sum(const S* p, Index n) {
+  return lane_sum<S>(n, [p](Index i) { return p[i]; });
+}
+
+/// Σ_i a[i]·b[i].
+template <class S>
+S dot(const S* a, const S* b, Index n) {
+  return lane_sum<S>(n, [a, b](Index i) { return a[i] * b[i]; });
 }
 
 /// Throws InvalidArgumentError unless n > 0.
