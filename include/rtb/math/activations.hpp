@@ -9,6 +9,10 @@
 /// exp by Cody–Waite range reduction with a degree-6 polynomial (≈1 ulp) and erf by Abramowitz &
 /// Stegun 7.1.26 (|error| ≤ 1.5e-7, below float's resolution of 1), sharing one exp between the
 /// value and the derivative.
+///
+/// SiLU (swish, the UNet's activation) is SiLU(x) = x·σ(x) with σ(x) = 1/(1 + e^{−x}), and
+/// SiLU'(x) = σ(x)·(1 + x·(1 − σ(x))); one exp for both, fast_exp in float, std::exp in double,
+/// and 1 − σ(x) taken as e^{−x}·σ(x) so that it does not cancel for large x.
 
 #include <bit>
 #include <cmath>
@@ -71,6 +75,32 @@ RTB_HOST_DEVICE inline GeluPair<T> gelu_with_derivative(T x) {
 template <class T>
 RTB_HOST_DEVICE inline T gelu(T x) {
   return gelu_with_derivative(x).value;
+}
+
+/// SiLU value and derivative at x, computed together (one exp).
+template <class T>
+struct SiluPair {
+  T value;
+  T derivative;
+};
+
+template <class T>
+RTB_HOST_DEVICE inline SiluPair<T> silu_with_derivative(T x) {
+  // e^{−x}, kept finite: fast_exp saturates at e^88, and double is clamped at e^700, so that for
+  // very negative x σ is tiny but e·σ = 1 − σ stays 1 instead of ∞·0.
+  T e;
+  if constexpr (std::is_same_v<T, float>)
+    e = fast_exp(-x);
+  else
+    e = std::exp(-x < T(700) ? -x : T(700));
+  const T sigma = T(1) / (T(1) + e);
+  return {x * sigma, sigma * (T(1) + x * (e * sigma))};  // e·σ ≤ 1 first: x·e could overflow
+}
+
+/// SiLU(x) = x·σ(x).
+template <class T>
+RTB_HOST_DEVICE inline T silu(T x) {
+  return silu_with_derivative(x).value;
 }
 
 }  // namespace rtb::math
