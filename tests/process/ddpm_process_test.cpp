@@ -78,6 +78,10 @@ TEST_CASE("DDPM schedule: linear betas, cumulative products and strided steps eq
   const rtb::DdpmProcess<double> odd(1, 30);
   CHECK(odd.time(0) == 29.0 * 33.0);
   CHECK(odd.time(29) == 0.0);
+  // Time as a fraction of the training steps, for nets with periodic time features.
+  const rtb::DdpmProcess<double> frac(1, 100, {.time_as_fraction = true});
+  CHECK(frac.time(0) == doctest::Approx(0.99).epsilon(1e-15));
+  CHECK(frac.time(99) == 0.0);
 }
 
 TEST_CASE("DDPM log-density equals the closed form, with and without the clamp") {

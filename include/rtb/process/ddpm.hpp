@@ -50,6 +50,9 @@ struct DdpmOptions {
   double beta_end = 0.02;        ///< β_{N−1}
   bool clip_denoised = true;     ///< clamp x̂_0 to [−1, 1] before forming the mean
   DdpmFitLoss fit_loss = DdpmFitLoss::EpsilonMse;
+  /// time(i) = τ_i/N instead of the integer τ_i: for nets whose time features are periodic on
+  /// [0, 1) (Mlp's sin(2πjt) is 0 at every integer t). Off: the reference's integer τ.
+  bool time_as_fraction = false;
 };
 
 /// The coefficients of one strided sampling step (double; the process keeps a copy in S).
@@ -130,8 +133,11 @@ class DdpmProcess {
   const char* output_layout() const { return "[epsilon]"; }
   Index num_steps() const { return num_steps_; }
   const DdpmOptions& options() const { return options_; }
-  /// The denoiser's conditioning at step i: the integer training timestep τ_i.
-  S time(Index step) const { return static_cast<S>(coef_[static_cast<std::size_t>(step)].tau); }
+  /// The denoiser's conditioning at step i: the integer training timestep τ_i (or τ_i/N).
+  S time(Index step) const {
+    const double tau = static_cast<double>(coef_[static_cast<std::size_t>(step)].tau);
+    return static_cast<S>(options_.time_as_fraction ? tau / static_cast<double>(options_.num_train_steps) : tau);
+  }
   /// β_j and ᾱ_j of the training schedule, j ∈ [0, N).
   double train_beta(Index j) const { return beta_[static_cast<std::size_t>(j)]; }
   double train_alpha_bar(Index j) const { return alpha_bar_[static_cast<std::size_t>(j)]; }
