@@ -67,3 +67,56 @@ TEST_CASE("DDPM exactness: with every training step the optimal predictor's term
     CHECK(e20.variance[d] > 1.1 * kVar[d]);
   }
 }
+
+TEST_CASE("DDPM exactness: RTB with a Gaussian likelihood recovers the closed-form posterior and log Z") {
+  // Prior: the optimal predictor for N(m, s²) on T = 10 strided steps, so its terminal law is
+  // exactly N(M, V) from the recursion. Reward: log r(x) = −‖x − y‖²/(2ρ²). Posterior
+  // N(m_post, v_post) with v_post = Vρ²/(V + ρ²), m_post = (Mρ² + yV)/(V + ρ²), and
+  // log Z = Σ_d ½·log(ρ²/(V + ρ²)) − (y − M)²/(2(V + ρ²)). Tolerances as in exactness_test.cpp
+  // (5 standard errors of n plus 1% of v). As there, a fixed-variance sampler cannot shrink its
+  // step variances as the exact path posterior does (variance 1/(1/β + λ), λ the precision
+  // x_{i+1} carries about x_T), so its terminal variance sits above v_post by an amount that
+  // falls with T: at T = 10 it is 85% above (0.144 for 0.078, no matter how long it trains),
+  // at T = 100 about 7% after 1200 steps and 5% after 2500 (coordinate 0; 0.5% for coordinate 1),
+  // which the 5-standard-error term at n = 8000 (7.9% of v) covers. x_0's own influence on x_T,
+  // which no policy with x_0 ~ N(0, I) can tilt, is (Π G)²/V ≈ 10⁻⁵ of the variance.
+  const rtb::DdpmProcess<double> p(2, 100, {.clip_denoised = false});
+  const rtb_test::Moments prior = exact_moments(p);
+  const double y[2] = {0.8, -0.6}, rho2 = 0.1;
+  double m_post[2], v_post[2], log_z = 0;
+  for (std::size_t d = 0; d < 2; ++d) {
+    const double M = prior.mean[d], V = prior.variance[d];
+    v_post[d] = V * rho2 / (V + rho2);
+    m_post[d] = (M * rho2 + y[d] * V) / (V + rho2);
+    log_z += 0.5 * std::log(rho2 / (V + rho2)) - (y[d] - M) * (y[d] - M) / (2 * (V + rho2));
+  }
+  const auto reward = rtb::make_reward([&](std::span<const double> x) {
+    return -((x[0] - y[0]) * (x[0] - y[0]) + (x[1] - y[1]) * (x[1] - y[1])) / (2 * rho2);
+  });
+  rtb::RelativeTrajectoryBalance trainer(p, rtb_test::LinearStepEpsDenoiser(p, kMean, kVar), reward,
+                                         rtb::Config{.batch_size = 256,
+                                                     .learning_rate = 1e-2,
+                                                     .log_z_learning_rate = 0.05,
+                                                     .decay = {.start = 0, .end = 1200, .final_ratio = 0.02},
+                                                     .exploration = rtb::ExplorationSchedule::none(),
+                                                     .threads = 2,
+                                                     .seed = 3});
+  trainer.train(1200);
+  const rtb::Index n = 8000;
+  const auto e = trainer.evaluate(n, 77);
+  const auto x = rtb::view_of(e.samples);
+  for (rtb::Index d = 0; d < 2; ++d) {
+    const auto k = static_cast<std::size_t>(d);
+    const double mean = x.col(d).mean(), var = (x.col(d).array() - mean).square().mean();
+    MESSAGE("d = " << d << ": posterior mean " << mean << " (exact " << m_post[k] << "), var " << var << " (exact "
+                   << v_post[k] << "); prior " << prior.mean[k] << ", " << prior.variance[k]);
+    CHECK(std::fabs(mean - m_post[k]) < 5 * std::sqrt(v_post[k] / n) + 0.01);
+    CHECK(std::fabs(var - v_post[k]) < 5 * v_post[k] * std::sqrt(2.0 / n) + 0.01 * v_post[k]);
+  }
+  const double se = std::sqrt((1 / e.log_partition.ess - 1) / n);
+  MESSAGE("log Z: learned " << trainer.learned_log_z() << ", IS " << e.log_partition.log_z_is << ", exact " << log_z
+                            << ", ESS " << e.log_partition.ess);
+  CHECK(std::fabs(e.log_partition.log_z_is - log_z) < 5 * se + 0.01);
+  CHECK(std::fabs(trainer.learned_log_z() - log_z) < 0.05);
+  CHECK(e.log_partition.ess > 0.9);
+}

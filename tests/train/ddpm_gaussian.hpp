@@ -12,6 +12,7 @@
 // μ = x0_coef·x̂_0 + x_coef·x = G·x + H, and x' = μ + √β·z on every step but the last, so from
 // x_0 ~ N(0, 1) the terminal mean and variance follow exactly from M' = G·M + H, V' = G²·V + β.
 
+#include <algorithm>
 #include <cmath>
 #include <span>
 #include <vector>
@@ -107,5 +108,61 @@ struct OptimalEpsilonDenoiser {
   }
 };
 static_assert(rtb::Denoiser<OptimalEpsilonDenoiser>);
+
+/// ε̂ = a_{i,d}·x + b_{i,d} with trained coefficients per sampling step i (read from the step
+/// index) and coordinate d: the family the optimal predictors of every Gaussian belong to.
+/// Initialised to the optimal predictor for N(m, s²) data on the given process.
+struct LinearStepEpsDenoiser {
+  using Scalar = double;
+  using Value = double;
+  struct Context {
+    const double* x = nullptr;
+    rtb::Index rows = 0, step = 0;
+  };
+  rtb::Index steps = 0, dim = 0;
+  std::vector<double> init;  // [a (T·D), b (T·D)]
+  rtb::ParameterLayout layout_;
+
+  LinearStepEpsDenoiser(const rtb::DdpmProcess<double>& p, const std::vector<double>& m, const std::vector<double>& s2)
+      : steps(p.num_steps()), dim(static_cast<rtb::Index>(m.size())) {
+    layout_.add("a", {steps, dim});
+    layout_.add("b", {steps, dim});
+    init.resize(static_cast<std::size_t>(2 * steps * dim));
+    for (rtb::Index i = 0; i < steps; ++i)
+      for (rtb::Index d = 0; d < dim; ++d) {
+        const LinearEps e = optimal_eps(p.coefficients(i).alpha_bar, m[static_cast<std::size_t>(d)], s2[static_cast<std::size_t>(d)]);
+        init[static_cast<std::size_t>(i * dim + d)] = e.a;
+        init[static_cast<std::size_t>((steps + i) * dim + d)] = e.b;
+      }
+  }
+  rtb::Index input_dim() const { return dim; }
+  rtb::Index output_dim() const { return dim; }
+  rtb::Index num_params() const { return 2 * steps * dim; }
+  const rtb::ParameterLayout& layout() const { return layout_; }
+  void initialize(std::span<double> p) const { std::copy(init.begin(), init.end(), p.begin()); }
+  Context make_context(rtb::Index) const { return {}; }
+  void inference(const rtb::Weights<double>& w, const rtb::Step<double>& s, rtb::MatrixView<double> out, Context&) const {
+    const double* a = w.params.data() + s.step * dim;
+    const double* b = w.params.data() + (steps + s.step) * dim;
+    for (rtb::Index r = 0; r < s.rows(); ++r)
+      for (rtb::Index d = 0; d < dim; ++d) out(r, d) = a[d] * s.x(r, d) + b[d];
+  }
+  void forward(const rtb::Weights<double>& w, const rtb::Step<double>& s, rtb::MatrixView<double> out, Context& c) const {
+    c = {s.x.data(), s.rows(), s.step};
+    inference(w, s, out, c);
+  }
+  void backward(const rtb::Weights<double>&, Context& c, rtb::ConstMatrixView<double> d_out, std::span<double> grad,
+                rtb::GradientMode mode) const {
+    if (mode == rtb::GradientMode::Overwrite) std::fill(grad.begin(), grad.end(), 0.0);
+    double* ga = grad.data() + c.step * dim;
+    double* gb = grad.data() + (steps + c.step) * dim;
+    for (rtb::Index r = 0; r < c.rows; ++r)
+      for (rtb::Index d = 0; d < dim; ++d) {
+        ga[d] += d_out(r, d) * c.x[r * dim + d];
+        gb[d] += d_out(r, d);
+      }
+  }
+};
+static_assert(rtb::Denoiser<LinearStepEpsDenoiser>);
 
 }  // namespace rtb_test
