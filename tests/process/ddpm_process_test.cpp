@@ -331,3 +331,27 @@ TEST_CASE("DDPM rejects bad shapes, step counts, zero-variance schedules and non
   CHECK_THROWS_AS(p.check_end_states(cv(x), "data"), rtb::NonFiniteError);
   CHECK(p.default_exploration() == 0.0);
 }
+
+TEST_CASE("DDPM in float agrees with double: same draws, same densities to float precision") {
+  const rtb::DdpmProcess<double> pd(3, 20);
+  const rtb::DdpmProcess<float> pf(3, 20);
+  using MF = RowMatrix<float>;
+  M x(4, 3), out(4, 3), xn(4, 3);
+  rtb_test::fill_normal<double>(mv(x), 31);
+  rtb_test::fill_normal<double>(mv(out), 32);
+  MF xf = x.cast<float>(), outf = out.cast<float>(), xnf(4, 3);
+  const rtb::math::NoiseKey key{9, rtb::math::Stream::Rollout, 0};
+  for (Index step : {0, 10, 19}) {
+    const auto sd = rtb_test::at<double>(cv(x), step);
+    const auto sf = rtb_test::at<float>(ConstMatrixView<float>(xf.data(), 4, 3), step);
+    CHECK(pf.time(step) == static_cast<float>(pd.time(step)));
+    pd.sample_step(sd, cv(out), 0.0, key, mv(xn));
+    pf.sample_step(sf, ConstMatrixView<float>(outf.data(), 4, 3), 0.0f, key, MatrixView<float>(xnf.data(), 4, 3));
+    CHECK((xnf.cast<double>() - xn).cwiseAbs().maxCoeff() < 1e-4);
+    std::vector<double> ad(4, 0.0);
+    std::vector<float> af(4, 0.0f);
+    pd.log_prob_step(sd, cv(xn), cv(out), std::span<double>(ad));
+    pf.log_prob_step(sf, ConstMatrixView<float>(xnf.data(), 4, 3), ConstMatrixView<float>(outf.data(), 4, 3), std::span<float>(af));
+    for (std::size_t r = 0; r < 4; ++r) CHECK(af[r] == doctest::Approx(ad[r]).epsilon(1e-3));
+  }
+}
