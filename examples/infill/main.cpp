@@ -177,6 +177,29 @@ int main(int argc, char** argv) {
     const infill::Corpus corpus = infill::load_corpus(o.wordnet, o.corpus, 0.1, o.seed);
     std::printf("corpus: %zu training and %zu held-out sentences (%zu skipped for other characters)\n",
                 corpus.train.size(), corpus.held_out.size(), corpus.skipped);
+    // The tasks come first, so that a corpus too small for them is said before any training.
+    std::vector<Example> train_tasks;
+    for (const auto& s : corpus.train) {
+      const auto splits = infill::task_splits(lay, s.size());
+      for (int a : splits) train_tasks.push_back({&s, a});
+    }
+    if (train_tasks.empty())
+      throw rtb::InvalidArgumentError(rtb::detail::message(
+          "infill: the corpus is too small: its ", corpus.train.size(), " training sentences give no infilling task (a ",
+          lay.middle, "-character middle after at least 4 characters and before an ending of 3 to ", lay.ending - 1,
+          "); use a larger corpus"));
+    std::vector<Example> eval;
+    const rtb::math::NoiseKey ekey{o.seed, rtb::math::Stream::Evaluation, 1};
+    for (std::size_t i = 0; i < corpus.held_out.size() && static_cast<rtb::Index>(eval.size()) < o.eval_examples; ++i) {
+      const auto splits = infill::task_splits(lay, corpus.held_out[i].size());
+      if (splits.empty()) continue;
+      eval.push_back({&corpus.held_out[i], splits[static_cast<std::size_t>(rtb::math::uniform<double>(ekey, i, 0, 0) *
+                                                                           static_cast<double>(splits.size()))]});
+    }
+    if (eval.empty())
+      throw rtb::InvalidArgumentError(rtb::detail::message(
+          "infill: the corpus is too small: its ", corpus.held_out.size(),
+          " held-out sentences give no infilling task to evaluate; use a larger corpus"));
 
     // The reward's language model: a character 5-gram Kneser–Ney model of the training sentences.
     rtb::KneserNeyLM lm(o.ngram, infill::kVocab);
@@ -282,11 +305,6 @@ int main(int argc, char** argv) {
     // The posterior starts as the prior's native infiller: the prior's weights, reading the ending's
     // first characters as revealed lookahead (infill_net.hpp). The residual's prior is unchanged.
     trainer.posterior().net().reads_ending = !o.start_from_prior;
-    std::vector<Example> train_tasks;
-    for (const auto& s : corpus.train) {
-      const auto splits = infill::task_splits(lay, s.size());
-      for (int a : splits) train_tasks.push_back({&s, a});
-    }
     std::printf(
         "fine-tuning with RTB (relative VarGrad): %lld iterations of %lld conditions x %lld samples, "
         "every 5th batch from the prior\n",
@@ -318,14 +336,6 @@ int main(int argc, char** argv) {
                 o.out.c_str());
 
     // 3. Held-out evaluation: the same examples for all three samplers.
-    std::vector<Example> eval;
-    const rtb::math::NoiseKey ekey{o.seed, rtb::math::Stream::Evaluation, 1};
-    for (std::size_t i = 0; i < corpus.held_out.size() && static_cast<rtb::Index>(eval.size()) < o.eval_examples; ++i) {
-      const auto splits = infill::task_splits(lay, corpus.held_out[i].size());
-      if (splits.empty()) continue;
-      eval.push_back({&corpus.held_out[i], splits[static_cast<std::size_t>(rtb::math::uniform<double>(ekey, i, 0, 0) *
-                                                                           static_cast<double>(splits.size()))]});
-    }
     const auto cond = conditions(eval, o.eval_samples, lay);
     const rtb::ConstMatrixView<Tok> cond_view(cond.data(), cond.rows(), cond.cols());
     struct Run {

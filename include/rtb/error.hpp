@@ -66,6 +66,13 @@ class SizeLimitError : public IoError {
   using IoError::IoError;
 };
 
+/// A size from the user's input (batch, replay capacity, sample count, block rows) would need more
+/// memory than the machine has; the message names the size and the limit. Nothing was allocated.
+class MemoryLimitError : public Error {
+ public:
+  using Error::Error;
+};
+
 namespace detail {
 
 /// Builds a message from streamable pieces: `message("x has ", n, " rows")`.

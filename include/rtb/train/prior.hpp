@@ -70,12 +70,25 @@ Adam<typename N::Scalar, space_of_t<N>> fit_prior(const P& process, Model<N>& mo
     throw EmptyBatchError(detail::message("fit_prior: batch_size must be positive, got ", cfg.batch_size));
   if (!(cfg.step_fraction > 0 && cfg.step_fraction <= 1))
     throw InvalidArgumentError(detail::message("fit_prior: step_fraction must be in (0, 1], got ", cfg.step_fraction));
+  detail::check_rate<S>(cfg.learning_rate, "learning_rate (PriorFitConfig)");
+  if (cfg.block_rows <= 0 || cfg.iterations < 0 || !(cfg.final_learning_rate < 0 || std::isfinite(cfg.final_learning_rate)))
+    throw InvalidArgumentError(detail::message("fit_prior: block_rows must be positive, iterations >= 0 and ",
+                                               "final_learning_rate finite (got ", cfg.block_rows, ", ", cfg.iterations, ", ",
+                                               cfg.final_learning_rate, ")"));
   const Index cond_dim = detail::resolve_condition_dim(process, model.net(), model.net(), cfg.condition_dim);
+  {
+    detail::MemoryBudget m("fit_prior");
+    m.add(static_cast<std::uint64_t>(cfg.batch_size),
+          (static_cast<std::uint64_t>(process.num_steps()) + 3) * static_cast<std::uint64_t>(process.state_dim()) * sizeof(V) +
+              static_cast<std::uint64_t>(cond_dim) * 2 * sizeof(C) + 4 * sizeof(S));
+    m.check(detail::message("batch_size ", cfg.batch_size).c_str());
+  }
   constexpr bool conditional = std::is_invocable_v<DataFn&, MatrixView<V>, MatrixView<C>, std::int64_t>;
   if (cond_dim > 0 && !conditional)
     throw InvalidArgumentError(detail::message("fit_prior: the process and net read ", cond_dim,
                                                " condition columns; give data(x, condition, iteration)"));
-  detail::TrajectoryEngine<P, N> eng(process, model.net(), model.net(), cond_dim, cfg.block_rows, cfg.threads);
+  detail::TrajectoryEngine<P, N> eng(process, model.net(), model.net(), cond_dim, std::min(cfg.block_rows, cfg.batch_size),
+                                     cfg.threads);
   eng.shape(0, cfg.batch_size);
   Adam<S, Space> adam(model.num_params(), {static_cast<S>(cfg.learning_rate)});
   const Index T = process.num_steps(), B = cfg.batch_size, D = process.state_dim();

@@ -27,6 +27,7 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <tuple>
 #include <type_traits>
 #include <vector>
 
@@ -66,19 +67,21 @@ class RelativeTrajectoryBalance {
         prior_(prior_of(model)),
         posterior_(std::move(model)),
         reward_(std::move(reward)),
-        config_(config),
+        config_(validated(config)),
         reduction_(std::move(reduction)),
         cond_dim_(detail::resolve_condition_dim(process_, posterior_.net(), prior_->net(), config.condition_dim)),
-        engine_(process_, posterior_.net(), prior_->net(), cond_dim_, config.block_rows, config.threads),
+        engine_(process_, posterior_.net(), prior_->net(), cond_dim_, std::min(config.block_rows, config.batch_size),
+                config.threads),
         adam_(posterior_.num_params(), {static_cast<S>(config.learning_rate)}),
         log_z_adam_(std::max<Index>(config.log_z_table, 1), {static_cast<S>(config.log_z_learning_rate)}),
         seed_(config.seed) {
     const Config& c = config_;
-    detail::validate_config(c);
     detail::validate_for<Objective, P>(c, cond_dim_);
     exploration_ = c.exploration.resolved(detail::default_exploration(process_));
     log_z_.assign(static_cast<std::size_t>(c.log_z_table), static_cast<S>(c.log_z_init));
     replay_max_ = static_cast<Index>(std::lround(c.replay_fraction * static_cast<double>(c.batch_size)));
+    detail::check_trainer_memory<V, S, C>(c, process_.state_dim(), process_.output_dim(), process_.num_steps(), cond_dim_,
+                                          replay_max_, engine_.threads());
     if (replay_max_ > 0) replay_ = ReplayBuffer<V, S, C>(c.replay_capacity, process_.state_dim(), c.replay_priority, cond_dim_);
     engine_.set_row_offset(reduction_.row_offset(c.batch_size));
     const auto B = static_cast<std::size_t>(c.batch_size);
@@ -94,6 +97,7 @@ class RelativeTrajectoryBalance {
     host_cond_.resize(B * static_cast<std::size_t>(cond_dim_));
     mirror_.resize(B * static_cast<std::size_t>(process_.state_dim()), host_cond_.size());
     grad_ = typename Space::template buffer<S>(static_cast<std::size_t>(posterior_.num_params()));
+    undo_.reserve(posterior_.num_params(), log_z_.size());
     order_.resize(static_cast<std::size_t>(process_.num_steps()));
     // Size every buffer for every batch composition now, so step() never allocates.
     if (c.prior_behaviour_every > 0) engine_.shape(0, c.batch_size);
@@ -106,8 +110,8 @@ class RelativeTrajectoryBalance {
       : RelativeTrajectoryBalance(std::move(process), Model<N>(std::move(net)), std::move(reward), config,
                                   std::move(reduction)) {}
 
-  /// One training step: compute_gradient() then apply_gradient(). `conditions` [batch, Dc] when
-  /// the problem is conditional (row i's condition; replayed rows keep the one they were drawn with).
+  /// One training step: compute_gradient() then apply_gradient(); `conditions` [batch, Dc] when conditional
+  /// (row i's condition; replayed rows keep the one they were drawn with).
   StepStats step() {
     StepStats st = compute_gradient();
     apply_gradient(st);
@@ -119,9 +123,8 @@ class RelativeTrajectoryBalance {
     return st;
   }
 
-  /// Every phase but the update: leaves the reduced gradient in gradient() and the parameters as
-  /// they were. Throws (changing nothing) on a NaN reward, a −∞ reward under the throwing policy,
-  /// or a non-finite gradient.
+  /// Every phase but the update: the reduced gradient in gradient(), parameters untouched. Throws
+  /// (changing nothing) on a NaN reward, a −∞ one under the throwing policy, or a non-finite gradient.
   StepStats compute_gradient() {
     if (cond_dim_ > 0)
       throw InvalidArgumentError(detail::message("this problem reads ", cond_dim_,
@@ -147,15 +150,18 @@ class RelativeTrajectoryBalance {
     const double f = c.decay.factor(k);
     adam_.set_learning_rate(static_cast<S>(c.learning_rate * f));
     log_z_adam_.set_learning_rate(static_cast<S>(c.log_z_learning_rate * f));
+    undo_.keep(posterior_.params(), adam_, log_z_, log_z_adam_);
     adam_.step(posterior_.params(), std::span<const S>(grad_));
-    if constexpr (Objective::learns_log_z) {
-      if (c.log_z_optimizer == LogZOptimizer::Adam)
-        log_z_adam_.step(std::span<S>(log_z_), std::span<const S>(d_log_z_table_));
-      else
-        for (std::size_t e = 0; e < log_z_.size(); ++e)
-          log_z_[e] -= log_z_adam_.options().learning_rate * d_log_z_table_[e];  // the decayed rate, see above
-    } else {
+    if constexpr (Objective::learns_log_z)
+      detail::update_log_z(c.log_z_optimizer, log_z_adam_, log_z_, d_log_z_table_);
+    else
       log_z_[0] = last_estimate_;
+    if (!std::isfinite(Space::sum_squares(std::span<const S>(posterior_.params()))) ||
+        !std::isfinite(learned_log_z())) {
+      undo_.restore(posterior_.params(), adam_, log_z_, log_z_adam_);
+      throw NonFiniteError(detail::message("RelativeTrajectoryBalance::step: the update at iteration ", k,
+                                           " made the parameters or log Z non-finite; undone, nothing changed. Lower "
+                                           "the learning rate (", c.learning_rate * f, ") or set max_grad_norm"));
     }
     st.learned_log_z = learned_log_z();
     if (replay_max_ > 0) {
@@ -167,9 +173,8 @@ class RelativeTrajectoryBalance {
     ++iteration_;
   }
 
-  /// Runs `iterations` steps, calling each callback as cb(trainer, stats) after every step; a
-  /// callback returning false stops training early. Conditional problems pass a ConditionSource
-  /// first: `train(n, rtb::conditions_from(fn), callbacks…)` with fn(MatrixView<C> out, iteration).
+  /// Runs `iterations` steps, calling cb(trainer, stats) after each (false stops); conditional problems
+  /// pass a source first: `train(n, rtb::conditions_from(fn), callbacks…)`, fn(MatrixView<C>, iteration).
   template <class... Callbacks>
   StepStats train(std::int64_t iterations, Callbacks&&... callbacks) {
     if constexpr (sizeof...(Callbacks) > 0 && detail::is_condition_source_v<typename detail::first_of<Callbacks...>::type>) {
@@ -184,8 +189,7 @@ class RelativeTrajectoryBalance {
     }
   }
 
-  /// n end points of the posterior (no exploration), [n, D]; conditional problems give the rows'
-  /// conditions instead of n.
+  /// n end points of the posterior (no exploration), [n, D]; conditional problems give the rows' conditions.
   Samples<V> sample(Index n, std::uint64_t seed) { return rollouts(n, seed, false, nullptr).samples; }
   Samples<V> sample(ConstMatrixView<C> conditions, std::uint64_t seed) {
     return rollouts(conditions.rows(), seed, false, &conditions).samples;
@@ -200,15 +204,10 @@ class RelativeTrajectoryBalance {
 
   /// The learned log Z (entry 0, or the table's mean): it sits below log Z by the sampler's KL
   /// divergence; evaluate().log_partition.log_z_is is the consistent estimate.
-  double learned_log_z() const {
-    if (log_z_.size() == 1) return log_z_[0];
-    double s = 0;
-    for (S v : log_z_) s += v;
-    return s / static_cast<double>(log_z_.size());
-  }
+  double learned_log_z() const { return detail::table_mean(log_z_); }
   /// The learned log Z table (one entry per condition id when Config::log_z_table > 1).
   std::span<const S> learned_log_z_table() const { return log_z_; }
-  void set_learned_log_z(S v) { std::fill(log_z_.begin(), log_z_.end(), v); }
+  void set_learned_log_z(S v) { std::fill(log_z_.begin(), log_z_.end(), detail::finite(v, "set_learned_log_z")); }
   const Model<N>& posterior() const { return posterior_; }
   Model<N>& posterior() { return posterior_; }
   const Model<PriorNet>& prior() const { return *prior_; }
@@ -242,6 +241,10 @@ class RelativeTrajectoryBalance {
   }
 
  private:
+  static const Config& validated(const Config& c) {
+    detail::validate_config<S>(c);
+    return c;
+  }
   static std::shared_ptr<const Model<PriorNet>> prior_of(const Model<N>& model) {
     if constexpr (WrapsFrozenBase<N>)
       return model.base();
@@ -291,18 +294,14 @@ class RelativeTrajectoryBalance {
     const ObjectiveBatch<S> batch{log_post_, log_prior_, log_r_, valid_, row_log_z_, static_cast<S>(c.beta),
                                   static_cast<S>(c.loss_cutoff), static_cast<S>(c.kl_weight), c.group_size};
     const ObjectiveResult<S> res = Objective{}(batch, ObjectiveOutputs<S>{weight_, d_log_z_}, reduction_);
+    if (!std::isfinite(static_cast<double>(res.loss)))
+      throw NonFiniteError(detail::message("RelativeTrajectoryBalance::step: the loss at iteration ", k, " is ", res.loss,
+                                           " (residuals too large for the scalar type); nothing changed. Check the "
+                                           "reward's scale (β·log r) or lower beta"));
     st.loss = res.loss;
     st.mean_delta = res.mean_delta;
     last_estimate_ = res.log_z_estimate;
-    double sums[2] = {0, 0};  // Σ log r, Σ (log p_φ − log p_θ) over used rows
-    for (std::size_t i = 0; i < log_r_.size(); ++i)
-      if (valid_[i]) {
-        sums[0] += log_r_[i];
-        sums[1] += static_cast<double>(log_post_[i]) - log_prior_[i];
-      }
-    reduction_.all_sum(sums);
-    st.mean_log_r = sums[0] / static_cast<double>(res.used);
-    st.mean_log_ratio = sums[1] / static_cast<double>(res.used);
+    std::tie(st.mean_log_r, st.mean_log_ratio) = detail::batch_means(batch, res.used, reduction_);
     // back-propagate, with an unbiased random subset of steps if asked, then reduce
     const char* keep = nullptr;
     S scale = S(1);
@@ -346,7 +345,8 @@ class RelativeTrajectoryBalance {
   }
 
   Evaluation<S, V> rollouts(Index n, std::uint64_t seed, bool score, const ConstMatrixView<C>* conditions) {
-    Engine eng(process_, posterior_.net(), prior_->net(), cond_dim_, config_.block_rows, engine_.threads());
+    detail::check_sample_count<V, S>(n, process_.state_dim(), cond_dim_, "sample/evaluate");
+    Engine eng(process_, posterior_.net(), prior_->net(), cond_dim_, std::min(config_.block_rows, n), engine_.threads());
     return detail::rollouts(eng, posterior_, score ? prior_.get() : nullptr, reward_, config_.beta, n, seed, conditions);
   }
 
@@ -383,6 +383,7 @@ class RelativeTrajectoryBalance {
   std::vector<char> valid_;
   std::vector<C> host_cond_;
   detail::HostMirror<Space, V, C> mirror_;
+  detail::UpdateUndo<S, Space> undo_;
   std::vector<Index> order_;
 };
 

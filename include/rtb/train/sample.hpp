@@ -27,10 +27,11 @@ Samples<typename P::Value> sample_end_states(const P& process, const Model<N>& m
   using C = condition_of_t<P>;
   using Space = space_of_t<P>;
   const Index n = conditions.rows();
-  if (n <= 0) throw EmptyBatchError(detail::message("sample_end_states: n must be positive, got ", n));
+  if (block_rows <= 0) throw InvalidArgumentError(detail::message("sample_end_states: block_rows must be positive, got ", block_rows));
   const Index cond_dim = detail::resolve_condition_dim(process, model.net(), model.net(), conditions.cols());
+  detail::check_sample_count<typename P::Value, S>(n, process.state_dim(), cond_dim, "sample_end_states");
   detail::check_conditions(process, conditions, n, cond_dim, "sample_end_states");
-  detail::TrajectoryEngine<P, N> eng(process, model.net(), model.net(), cond_dim, block_rows, threads);
+  detail::TrajectoryEngine<P, N> eng(process, model.net(), model.net(), cond_dim, std::min(block_rows, n), threads);
   eng.shape(n, 0);
   Space::upload(std::span<C>(eng.conditions().data(), static_cast<std::size_t>(n * cond_dim)),
                 std::span<const C>(conditions.data(), static_cast<std::size_t>(n * cond_dim)));
@@ -41,7 +42,7 @@ Samples<typename P::Value> sample_end_states(const P& process, const Model<N>& m
 template <NoiseProcess P, Denoiser N>
 Samples<typename P::Value> sample_end_states(const P& process, const Model<N>& model, Index n, std::uint64_t seed,
                                              Index threads = 0, Index block_rows = 128) {
-  if (n <= 0) throw EmptyBatchError(detail::message("sample_end_states: n must be positive, got ", n));
+  detail::check_sample_count<typename P::Value, typename P::Scalar>(n, process.state_dim(), 0, "sample_end_states");
   return sample_end_states(process, model, ConstMatrixView<condition_of_t<P>>(nullptr, n, 0), seed, threads, block_rows);
 }
 

@@ -103,6 +103,17 @@ void load_trainer_state(TrainerState<S, V, C, Space>& st, const std::string& pat
   const auto v = r.array<S>("adam.v", st.adam.size());
   const auto zm = r.array<S>("log_z_adam.m", st.log_z_adam.size());
   const auto zv = r.array<S>("log_z_adam.v", st.log_z_adam.size());
+  auto check = [&](const std::vector<S>& values, const char* name, bool non_negative) {
+    for (S x : values)
+      if (!std::isfinite(static_cast<double>(x)) || (non_negative && x < S(0)))
+        throw CheckpointError(detail::message("checkpoint ", path, " holds ", non_negative ? "a negative or " : "a ",
+                                              "non-finite value in '", name, "'; restore it from a copy or start a new run"));
+  };
+  check(log_z, "log_z", false);
+  check(m, "adam.m", false);
+  check(v, "adam.v", true);
+  check(zm, "log_z_adam.m", false);
+  check(zv, "log_z_adam.v", true);
   const auto rx = r.array<V>("replay.x", static_cast<std::ptrdiff_t>(st.replay.raw_states().size()));
   const auto rc = r.array<C>("replay.c", static_cast<std::ptrdiff_t>(st.replay.raw_conditions().size()));
   const auto rl = r.array<S>("replay.log_r", static_cast<std::ptrdiff_t>(st.replay.raw_log_r().size()));

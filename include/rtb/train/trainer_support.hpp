@@ -14,8 +14,12 @@
 
 #include "rtb/concepts/noise_process.hpp"
 #include "rtb/concepts/reward.hpp"
+#include "rtb/detail/memory_limit.hpp"
 #include "rtb/error.hpp"
+#include "rtb/net/adam.hpp"
+#include "rtb/objective/objective.hpp"
 #include "rtb/sampling/replay_buffer.hpp"
+#include "rtb/train/trainer_buffers.hpp"
 #include "rtb/train/config.hpp"
 #include "rtb/train/evaluation.hpp"
 
@@ -51,24 +55,65 @@ struct first_of<T, Rest...> {
   using type = std::remove_cvref_t<T>;
 };
 
-/// Checks of a Config that do not depend on the process or the objective.
-inline void validate_config(const Config& c) {
+/// A rate that must be positive and finite in the trainer's scalar type S (1e300 is finite as a
+/// double but infinite as a float).
+template <class S>
+void check_rate(double v, const char* name) {
+  if (!(v > 0) || !std::isfinite(static_cast<double>(static_cast<S>(v))) || !(static_cast<S>(v) > S(0)))
+    throw InvalidArgumentError(message("Config::", name, " must be positive and finite in the trainer's scalar type, got ",
+                                       v, "; the reference uses 1e-3 (network) and 0.1 (log Z)"));
+}
+
+/// Checks of a Config that do not depend on the process or the objective: sizes, fractions, and
+/// that every real-valued knob is finite (a NaN cut-off or clip would silently switch it off).
+template <class S>
+void validate_config(const Config& c) {
   if (c.batch_size <= 0)
     throw EmptyBatchError(message("Config::batch_size must be positive, got ", c.batch_size));
   if (!(c.step_fraction > 0 && c.step_fraction <= 1))
     throw InvalidArgumentError(message("Config::step_fraction must be in (0, 1], got ", c.step_fraction));
   if (!(c.replay_fraction >= 0 && c.replay_fraction < 1))
     throw InvalidArgumentError(message("Config::replay_fraction must be in [0, 1), got ", c.replay_fraction));
-  if (!std::isfinite(c.beta) || !std::isfinite(c.log_z_init) || c.loss_cutoff < 0 || c.max_grad_norm < 0)
-    throw InvalidArgumentError(message("Config: beta and log_z_init must be finite and loss_cutoff, ",
-                                       "max_grad_norm non-negative (beta=", c.beta, ", log_z_init=", c.log_z_init,
-                                       ", loss_cutoff=", c.loss_cutoff, ")"));
+  if (!std::isfinite(c.beta) || !std::isfinite(c.log_z_init) || !std::isfinite(c.kl_weight) ||
+      !(c.loss_cutoff >= 0 && std::isfinite(c.loss_cutoff)) || !(c.max_grad_norm >= 0 && std::isfinite(c.max_grad_norm)))
+    throw InvalidArgumentError(message("Config: beta, log_z_init and kl_weight must be finite, loss_cutoff and ",
+                                       "max_grad_norm finite and non-negative (beta=", c.beta, ", log_z_init=", c.log_z_init,
+                                       ", kl_weight=", c.kl_weight, ", loss_cutoff=", c.loss_cutoff,
+                                       ", max_grad_norm=", c.max_grad_norm, ")"));
+  check_rate<S>(c.learning_rate, "learning_rate");
+  check_rate<S>(c.log_z_learning_rate, "log_z_learning_rate");
+  if (!(c.decay.final_ratio >= 0 && c.decay.final_ratio <= 1))
+    throw InvalidArgumentError(message("Config::decay.final_ratio must be in [0, 1], got ", c.decay.final_ratio));
+  if (c.exploration.initial && !(*c.exploration.initial >= 0 && std::isfinite(*c.exploration.initial)))
+    throw InvalidArgumentError(message("Config::exploration.initial must be finite and >= 0, got ", *c.exploration.initial,
+                                       "; leave it unset for the process's default"));
+  if (c.block_rows <= 0) throw InvalidArgumentError(message("Config::block_rows must be positive, got ", c.block_rows));
+  if (c.replay_capacity < 0 || c.group_size < 0)
+    throw InvalidArgumentError(message("Config::replay_capacity and group_size must be >= 0, got ", c.replay_capacity,
+                                       " and ", c.group_size));
   if (c.prior_behaviour_every < 0)
     throw InvalidArgumentError(message("Config::prior_behaviour_every must be >= 0, got ", c.prior_behaviour_every));
   if (c.log_z_table < 1)
     throw InvalidArgumentError(message("Config::log_z_table must be >= 1 (1 = one learned log Z), got ", c.log_z_table));
   if (c.condition_dim < 0)
     throw InvalidArgumentError(message("Config::condition_dim must be >= 0, got ", c.condition_dim));
+}
+
+/// The trainer's workspace must fit the machine, checked before anything is allocated.
+template <class V, class S, class C>
+void check_trainer_memory(const Config& c, Index state_dim, Index output_dim, Index steps, Index condition_dim,
+                          Index replay_rows, Index threads) {
+  const auto B = static_cast<std::uint64_t>(c.batch_size), D = static_cast<std::uint64_t>(state_dim);
+  const auto Dc = static_cast<std::uint64_t>(condition_dim), T = static_cast<std::uint64_t>(steps);
+  const bool stores = c.prior_behaviour_every > 0 || replay_rows > 0;  // stored trajectories: (T+1)·rows·D
+  const auto rows = static_cast<std::uint64_t>(std::min(c.block_rows, c.batch_size));
+  MemoryBudget m("RelativeTrajectoryBalance");
+  m.add(B, D * sizeof(V) + Dc * sizeof(C) + 8 * sizeof(S) + 2 * sizeof(double) + 1)
+      .add(stores ? (T + 1) * B : 0, D * sizeof(V))
+      .add(static_cast<std::uint64_t>(c.replay_capacity), D * sizeof(V) + Dc * sizeof(C) + sizeof(S) + 16)
+      .add(static_cast<std::uint64_t>(threads) * rows, 2 * D * sizeof(V) + (3 * static_cast<std::uint64_t>(output_dim) + 1) * sizeof(S));
+  m.check(message("batch_size ", c.batch_size, ", replay_capacity ", c.replay_capacity, ", block_rows ", c.block_rows,
+                  " and T = ", steps).c_str());
 }
 
 /// Checks that depend on the objective and the process.
@@ -139,65 +184,6 @@ void check_log_z_entries(ConstMatrixView<C> cond, Index entries, Index column) {
   }
 }
 
-/// The batch's end states and conditions as the host (the reward, the replay buffer) sees them:
-/// the engine's own memory in host space, else host copies fetched once per step.
-template <class Space, class V, class C>
-class HostMirror {
- public:
-  static constexpr bool direct = std::is_same_v<Space, HostSpace>;
-  void resize(std::size_t end, std::size_t conditions) {
-    if (direct) return;
-    end_.resize(end);
-    cond_.resize(conditions);
-  }
-  /// After score(): copies x_T and the conditions to the host (nothing to do in host space).
-  template <class Engine>
-  void fetch(Engine& eng) {
-    if constexpr (!direct) {
-      Space::download(std::span<V>(end_), std::span<const V>(eng.end_states().data(), end_.size()));
-      Space::download(std::span<C>(cond_), std::span<const C>(eng.conditions().data(), cond_.size()));
-    }
-  }
-  template <class Engine>
-  const V* end(Engine& eng) const {
-    if constexpr (direct) return eng.end_states().data();
-    else return end_.data();
-  }
-  template <class Engine>
-  const C* conditions(Engine& eng) const {
-    if constexpr (direct) return eng.conditions().data();
-    else return cond_.data();
-  }
-  /// Host scratch for rows on their way into the space.
-  V* end_scratch() { return end_.data(); }
-  C* condition_scratch() { return cond_.data(); }
-
- private:
-  std::vector<V> end_;
-  std::vector<C> cond_;
-};
-
-/// Draws n_replay end points (and their conditions) from the buffer into rows n_on… of the engine.
-template <class Engine, class V, class S, class C>
-void replay_into(Engine& eng, ReplayBuffer<V, S, C>& replay, Index n_on, Index n_replay, const math::NoiseKey& key,
-                 HostMirror<typename Engine::Space, V, C>& mirror) {
-  using Space = typename Engine::Space;
-  const Index D = replay.dim(), Dc = replay.condition_dim();
-  if constexpr (std::is_same_v<Space, HostSpace>) {
-    (void)mirror;
-    replay.sample(n_replay, key, MatrixView<V>(eng.end_states().data() + n_on * D, n_replay, D),
-                  MatrixView<C>(eng.conditions().data() + n_on * Dc, n_replay, Dc), nullptr);
-  } else {
-    V* host_end = mirror.end_scratch();
-    C* host_cond = mirror.condition_scratch();
-    replay.sample(n_replay, key, MatrixView<V>(host_end, n_replay, D), MatrixView<C>(host_cond, n_replay, Dc), nullptr);
-    Space::upload(std::span<V>(eng.end_states().data() + n_on * D, static_cast<std::size_t>(n_replay * D)),
-                  std::span<const V>(host_end, static_cast<std::size_t>(n_replay * D)));
-    Space::upload(std::span<C>(eng.conditions().data() + n_on * Dc, static_cast<std::size_t>(n_replay * Dc)),
-                  std::span<const C>(host_cond, static_cast<std::size_t>(n_replay * Dc)));
-  }
-}
-
 /// ∂L/∂(log Z entry e) = Σ over rows with that entry of ∂L/∂log Z_i, summed over replicas, into
 /// `table`; returns Σ |entries| (for the finiteness check). `acc` is scratch of the table's size.
 template <class S, class C, class R>
@@ -212,6 +198,45 @@ double log_z_gradient(std::span<const double> d_rows, ConstMatrixView<C> cond, I
     total += std::fabs(acc[e]);
   }
   return total;
+}
+
+/// Means over the used rows of log r and of Σ log p_φ − Σ log p_θ (the KL estimate), global.
+template <class S, class R>
+std::pair<double, double> batch_means(const ObjectiveBatch<S>& b, Index used, R& reduction) {
+  double sums[2] = {0, 0};
+  for (std::size_t i = 0; i < b.log_r.size(); ++i)
+    if (b.valid[i]) {
+      sums[0] += b.log_r[i];
+      sums[1] += static_cast<double>(b.log_pf_post[i]) - b.log_pf_prior[i];
+    }
+  reduction.all_sum(sums);
+  return {sums[0] / static_cast<double>(used), sums[1] / static_cast<double>(used)};
+}
+
+/// The table's one entry, or its mean.
+template <class S>
+double table_mean(const std::vector<S>& t) {
+  if (t.size() == 1) return t[0];
+  double s = 0;
+  for (S v : t) s += v;
+  return s / static_cast<double>(t.size());
+}
+/// v, if it is finite.
+template <class S>
+S finite(S v, const char* what) {
+  if (!std::isfinite(static_cast<double>(v))) throw InvalidArgumentError(message(what, ": ", v, " is not finite"));
+  return v;
+}
+
+/// One update of the learned log Z table: Adam, or gradient descent with the optimiser's (decayed)
+/// learning rate (LogZOptimizer in train/config.hpp says why that is the default).
+template <class S>
+void update_log_z(LogZOptimizer optimizer, Adam<S>& adam, std::vector<S>& log_z, const std::vector<S>& grad) {
+  if (optimizer == LogZOptimizer::Adam) {
+    adam.step(std::span<S>(log_z), std::span<const S>(grad));
+    return;
+  }
+  for (std::size_t e = 0; e < log_z.size(); ++e) log_z[e] -= adam.options().learning_rate * grad[e];
 }
 
 /// The end states of an engine's last score(), on the host.
@@ -262,6 +287,16 @@ auto evaluation_of(Engine& eng, R& reward, double beta, bool score, const ConstM
   return e;
 }
 
+/// Checks a sample count at the door: positive, and its buffers within the machine's memory.
+template <class V, class S>
+void check_sample_count(Index n, Index state_dim, Index condition_dim, const char* what) {
+  if (n <= 0) throw EmptyBatchError(message(what, ": n must be positive, got ", n));
+  MemoryBudget m(what);
+  m.add(static_cast<std::uint64_t>(n), 2 * static_cast<std::uint64_t>(state_dim) * sizeof(V) +
+                                           static_cast<std::uint64_t>(condition_dim) * sizeof(V) + 6 * sizeof(S) + 1);
+  m.check(message(n, " samples of ", state_dim, " values").c_str());
+}
+
 /// Rolls out n rows of `post` (conditions, if given, one row per sample) in a fresh engine, scored
 /// under `prior` when given: what sample() and evaluate() return.
 template <class Engine, class Post, class Prior, class R>
@@ -270,7 +305,6 @@ auto rollouts(Engine& eng, const Post& post, const Prior* prior, R& reward, doub
   using C = typename Engine::C;
   using Space = typename Engine::Space;
   const Index cond_dim = eng.condition_dim();
-  if (n <= 0) throw EmptyBatchError(message("sample/evaluate: n must be positive, got ", n));
   if (!conditions && cond_dim > 0)
     throw InvalidArgumentError(message("this problem reads ", cond_dim,
                                        " condition columns per row; pass one condition row per sample"));
