@@ -124,3 +124,43 @@ TEST_CASE("DDPM prior by eps-MSE: fit_prior lowers the loss to near the optimum 
     CHECK(std::fabs(var - V) < 5 * V * std::sqrt(2.0 / n) + 0.1 * V);
   }
 }
+
+TEST_CASE("fit_prior's EMA of weights: the model ends with the documented average of the iterates") {
+  // e starts at the initial weights; after iteration k, e ← d_k·e + (1 − d_k)·θ_k with
+  // d_k = min(d, (1 + k)/(10 + k)); the model receives e at the end. Callbacks see the raw θ_k.
+  const rtb::DdpmProcess<S> process(2, 1000, {.clip_denoised = false, .time_as_fraction = true});
+  rtb::Model model(rtb::Mlp<S>({.input_dim = 2, .hidden = {16}, .output_dim = 2, .time_harmonics = 4, .seed = 4}));
+  const double decay = 0.9;
+  std::vector<double> ema(model.params().begin(), model.params().end());
+  std::int64_t k = 0;
+  rtb::PriorFitConfig cfg{.batch_size = 64, .iterations = 60, .learning_rate = 1e-2, .step_fraction = 1e-3,
+                          .threads = 1, .block_rows = 32, .seed = 6};
+  cfg.ema_decay = decay;
+  rtb::fit_prior(process, model, gaussian_data, cfg, [&](const rtb::PriorFitStats&) {
+    const double dk = std::min(decay, (1.0 + static_cast<double>(k)) / (10.0 + static_cast<double>(k)));
+    const auto p = model.params();
+    for (std::size_t i = 0; i < ema.size(); ++i) ema[i] = dk * ema[i] + (1 - dk) * p[i];
+    ++k;
+    return true;
+  });
+  REQUIRE(k == 60);
+  double max_diff = 0, moved = 0;
+  for (std::size_t i = 0; i < ema.size(); ++i) max_diff = std::max(max_diff, std::fabs(model.params()[i] - ema[i]));
+  for (std::size_t i = 0; i < ema.size(); ++i) moved = std::max(moved, std::fabs(ema[i]));
+  CHECK(max_diff < 1e-12);
+  CHECK(moved > 0);  // the zero-initialised last layer has moved: the average is not the start
+
+  // The same run without EMA ends elsewhere (the raw last iterate).
+  rtb::Model raw(rtb::Mlp<S>({.input_dim = 2, .hidden = {16}, .output_dim = 2, .time_harmonics = 4, .seed = 4}));
+  cfg.ema_decay = 0;
+  rtb::fit_prior(process, raw, gaussian_data, cfg);
+  double diff = 0;
+  for (std::size_t i = 0; i < ema.size(); ++i) diff = std::max(diff, std::fabs(raw.params()[i] - model.params()[i]));
+  CHECK(diff > 1e-6);
+
+  // Bad decays are refused at the door.
+  for (double bad : {1.0, -0.1, std::nan("")}) {
+    cfg.ema_decay = bad;
+    CHECK_THROWS_AS(rtb::fit_prior(process, raw, gaussian_data, cfg), rtb::InvalidArgumentError);
+  }
+}
