@@ -22,6 +22,7 @@
 #include "rtb/math/logsumexp.hpp"
 #include "rtb/math/philox.hpp"
 
+#include "rtb/process/ddpm.hpp"
 #include "rtb/process/gaussian_process.hpp"
 #include "rtb/process/masked_categorical_process.hpp"
 #include "rtb/process/noise_schedule.hpp"

@@ -8,13 +8,16 @@
 /// The same engine computes the gradient with per-row weight −1/B. With `step_fraction < 1` each
 /// iteration back-propagates a random subset of K steps scaled by T/K: an unbiased estimate of
 /// the same objective at a fraction of the cost. When the process has a closed-form bridge
-/// (`has_bridge`: both of rtb's processes) and `rao_blackwell` is set, x_t is drawn directly from
+/// (`has_bridge`: all of rtb's processes) and `rao_blackwell` is set, x_t is drawn directly from
 /// x_t | x_T and the log-likelihood is taken in expectation over x_{t+1} | x_t, x_T: the same
 /// objective and the same expected gradient, without the noise of sampling x_{t+1} (for the
 /// Gaussian process that noise has std σ/√dt ≈ 22 per coordinate against drifts of order 10, so
 /// this is what makes a prior fit in seconds; for the masked process it is the usual masked
-/// cross-entropy weighted by the schedule).
+/// cross-entropy weighted by the schedule; for the DDPM, by default, the standard ε-MSE, see
+/// process/ddpm.hpp). `ema_decay` keeps an exponential moving average of the weights and leaves
+/// it in the model at the end.
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <span>
@@ -46,6 +49,11 @@ struct PriorFitConfig {
   Index threads = 0;
   Index block_rows = 128;
   std::uint64_t seed = 12345;
+  /// d ∈ [0, 1): keep an exponential moving average e of the weights, e ← d_k·e + (1 − d_k)·θ after
+  /// iteration k with d_k = min(d, (1 + k)/(10 + k)) (diffusers' EMA warm-up), starting from the
+  /// initial weights, and leave e in the model at the end (callbacks see the raw θ; the returned
+  /// optimiser's moments are θ's). 0 = off. DDPM priors are usually sampled from the EMA (0.9999).
+  double ema_decay = 0;
 };
 
 struct PriorFitStats {
@@ -75,11 +83,19 @@ Adam<typename N::Scalar, space_of_t<N>> fit_prior(const P& process, Model<N>& mo
     throw InvalidArgumentError(detail::message("fit_prior: block_rows must be positive, iterations >= 0 and ",
                                                "final_learning_rate finite (got ", cfg.block_rows, ", ", cfg.iterations, ", ",
                                                cfg.final_learning_rate, ")"));
+  if (!(cfg.ema_decay >= 0 && cfg.ema_decay < 1))
+    throw InvalidArgumentError(detail::message("fit_prior: ema_decay must be in [0, 1), got ", cfg.ema_decay,
+                                               "; 0 turns the average off, DDPM priors use 0.9999"));
+  // With the closed-form bridge no trajectory is stored: the rows are shaped as on-policy rows
+  // (same blocks, same noise keys), so memory does not grow with T (a DDPM fitted over all 1000
+  // training steps).
+  constexpr bool bridge_capable = has_bridge<P>;
+  const bool bridge = bridge_capable && cfg.rao_blackwell;
   const Index cond_dim = detail::resolve_condition_dim(process, model.net(), model.net(), cfg.condition_dim);
   {
     detail::MemoryBudget m("fit_prior");
     m.add(static_cast<std::uint64_t>(cfg.batch_size),
-          (static_cast<std::uint64_t>(process.num_steps()) + 3) * static_cast<std::uint64_t>(process.state_dim()) * sizeof(V) +
+          (static_cast<std::uint64_t>(bridge ? 0 : process.num_steps()) + 3) * static_cast<std::uint64_t>(process.state_dim()) * sizeof(V) +
               static_cast<std::uint64_t>(cond_dim) * 2 * sizeof(C) + 4 * sizeof(S));
     m.check(detail::message("batch_size ", cfg.batch_size).c_str());
   }
@@ -89,7 +105,7 @@ Adam<typename N::Scalar, space_of_t<N>> fit_prior(const P& process, Model<N>& mo
                                                " condition columns; give data(x, condition, iteration)"));
   detail::TrajectoryEngine<P, N> eng(process, model.net(), model.net(), cond_dim, std::min(cfg.block_rows, cfg.batch_size),
                                      cfg.threads);
-  eng.shape(0, cfg.batch_size);
+  eng.shape(bridge ? cfg.batch_size : 0, bridge ? 0 : cfg.batch_size);
   Adam<S, Space> adam(model.num_params(), {static_cast<S>(cfg.learning_rate)});
   const Index T = process.num_steps(), B = cfg.batch_size, D = process.state_dim();
   const Index K = std::max<Index>(1, static_cast<Index>(std::lround(cfg.step_fraction * static_cast<double>(T))));
@@ -104,6 +120,9 @@ Adam<typename N::Scalar, space_of_t<N>> fit_prior(const P& process, Model<N>& mo
   for (const ParameterTensor& t : model.layout().tensors())
     for (const std::string& prefix : cfg.frozen)
       if (t.name.rfind(prefix, 0) == 0) frozen.emplace_back(t.offset, t.size);
+  const bool ema_on = cfg.ema_decay > 0;
+  typename Space::template buffer<S> ema(ema_on ? static_cast<std::size_t>(model.num_params()) : 0);
+  if (ema_on) Space::copy(std::span<S>(ema), std::span<const S>(model.params()));
   auto finish = [&](std::int64_t it) {
     for (auto [offset, size] : frozen)
       Space::fill(std::span<S>(grad).subspan(static_cast<std::size_t>(offset), static_cast<std::size_t>(size)), S(0));
@@ -120,6 +139,11 @@ Adam<typename N::Scalar, space_of_t<N>> fit_prior(const P& process, Model<N>& mo
       adam.set_learning_rate(static_cast<S>(cfg.final_learning_rate + (cfg.learning_rate - cfg.final_learning_rate) * c));
     }
     adam.step(model.params(), std::span<const S>(grad));
+    if (ema_on) {
+      const double d = std::min(cfg.ema_decay, (1.0 + static_cast<double>(it)) / (10.0 + static_cast<double>(it)));
+      Space::scale(std::span<S>(ema), static_cast<S>(d));
+      Space::axpy(std::span<S>(ema), static_cast<S>(1 - d), std::span<const S>(model.params()));
+    }
     PriorFitStats st{it, loss};
     return detail::call_callbacks(std::tuple<PriorFitStats&>(st), callbacks...);
   };
@@ -141,8 +165,8 @@ Adam<typename N::Scalar, space_of_t<N>> fit_prior(const P& process, Model<N>& mo
       Space::upload(std::span<C>(eng.conditions().data(), static_cast<std::size_t>(B * cond_dim)),
                     std::span<const C>(c_host.data(), static_cast<std::size_t>(B * cond_dim)));
     }
-    if constexpr (has_bridge<P>) {
-      if (cfg.rao_blackwell) {
+    if constexpr (bridge_capable) {
+      if (bridge) {
         eng.backpropagate_bridge(model, {cfg.seed, math::Stream::Backward, static_cast<std::uint64_t>(it)}, weight, K,
                                  std::span<S>(grad), std::span<S>(log_p_space));
         if (!finish(it)) break;
@@ -155,6 +179,12 @@ Adam<typename N::Scalar, space_of_t<N>> fit_prior(const P& process, Model<N>& mo
     eng.backpropagate(model, {cfg.seed, math::Stream::Rollout, static_cast<std::uint64_t>(it)}, S(0), weight,
                       keep.data(), scale, std::span<S>(grad), std::span<S>(log_p_space));
     if (!finish(it)) break;
+  }
+  if (ema_on) {  // frozen tensors keep their exact values (the average of a constant may round)
+    for (auto [offset, size] : frozen)
+      Space::copy(std::span<S>(ema).subspan(static_cast<std::size_t>(offset), static_cast<std::size_t>(size)),
+                  std::span<const S>(model.params()).subspan(static_cast<std::size_t>(offset), static_cast<std::size_t>(size)));
+    Space::copy(model.params(), std::span<const S>(ema));
   }
   return adam;
 }
