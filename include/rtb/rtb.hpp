@@ -37,6 +37,7 @@
 #include "rtb/net/time_embedding.hpp"
 #include "rtb/net/token_conv.hpp"
 #include "rtb/net/token_mlp.hpp"
+#include "rtb/net/unet.hpp"
 
 #include "rtb/reward/function.hpp"
 #include "rtb/reward/gaussian_mixture.hpp"

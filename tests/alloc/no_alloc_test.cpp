@@ -142,3 +142,24 @@ TEST_CASE("2-D layers: ResnetBlock2d, Attention2d and TimestepEmbedding allocate
   CHECK(g_allocations.load() - before == 0);
   CHECK(std::isfinite(dx[0]));
 }
+
+// The whole UNet at a CPU MNIST-like size (batch 8, 16×16, 32→64 channels, attention at the lower
+// level and in the middle): forward with context, backward and inference call no malloc.
+TEST_CASE("UNet: forward, backward and inference allocate nothing once the context is made") {
+  using S = float;
+  const rtb::Model model(rtb::UNet<S>({.height = 16, .width = 16, .channels = 1, .channels_per_level = {32, 64},
+                                       .attention_levels = {1}, .groups = 32, .seed = 1}));
+  const rtb::Index rows = 8, D = model.input_dim();
+  rtb::RowMatrix<S> x = rtb::RowMatrix<S>::Constant(rows, D, 0.1f), out(rows, D),
+                    d_out = rtb::RowMatrix<S>::Constant(rows, D, 0.01f);
+  std::vector<S> grad(static_cast<std::size_t>(model.num_params()));
+  auto ctx = model.make_context(rows);
+  const rtb::Step<S> s{rtb::ConstMatrixView<S>(x.data(), rows, D), rtb::ConstMatrixView<S>(nullptr, rows, 0), 3, 420.0f, 0};
+  rtb::MatrixView<S> ov(out.data(), rows, D);
+  const long before = g_allocations.load();
+  model.forward(s, ov, ctx);
+  model.backward(ctx, rtb::ConstMatrixView<S>(d_out.data(), rows, D), std::span<S>(grad), rtb::GradientMode::Overwrite);
+  model.inference(s, ov, ctx);
+  CHECK(g_allocations.load() - before == 0);
+  CHECK(std::isfinite(grad[0]));
+}
