@@ -120,3 +120,40 @@ TEST_CASE("Lora rejects rank 0, a rank above a matrix's smaller side, and unknow
   CHECK(unknown.find("layers.9") != std::string::npos);
   CHECK(unknown.find("layers.0, layers.1, layers.2") != std::string::npos);
 }
+
+TEST_CASE("Lora<UNet> adapts attention q, k, v: zero B is the base bit for bit, adapter gradients match central differences") {
+  using U = rtb::UNet<S>;
+  using LU = rtb::Lora<U>;
+  static_assert(rtb::WrapsFrozenBase<LU>);
+  const auto base = std::make_shared<const rtb::Model<U>>(
+      U({.height = 8, .width = 8, .channels = 1, .channels_per_level = {4, 8}, .attention_levels = {1}, .groups = 2,
+         .seed = 6}));
+  // attentions: down_blocks.1 (one), mid_block, up_blocks.0 (two), each [8, 8] q, k, v
+  const LU all(base->net(), {.rank = 2});
+  CHECK(all.modules().size() == 12);
+  CHECK(all.modules().front() == "down_blocks.1.attentions.0.to_q");
+  CHECK(all.num_params() == 12 * 2 * (8 + 8));
+  CHECK_THROWS_AS(LU(base->net(), {.rank = 9}), rtb::InvalidArgumentError);
+  CHECK_THROWS_AS(LU(base->net(), {.rank = 2, .targets = {"conv_in"}}), rtb::InvalidArgumentError);  // not yet a target
+
+  const Index rows = 2, D = 64;
+  rtb::RowMatrix<S> x(rows, D), a(rows, D), b(rows, D);
+  rtb_test::fill_normal<S>(rtb::MatrixView<S>(x.data(), rows, D), 8);
+  const rtb::ConstMatrixView<S> xv(x.data(), rows, D);
+  {
+    const rtb::Model<LU> fresh(all, base);
+    auto cb = base->make_context(rows);
+    auto cl = fresh.make_context(rows);
+    base->inference(rtb_test::step_at(xv, 40.0), rtb::MatrixView<S>(a.data(), rows, D), cb);
+    fresh.forward(rtb_test::step_at(xv, 40.0), rtb::MatrixView<S>(b.data(), rows, D), cl);
+    CHECK(std::memcmp(a.data(), b.data(), sizeof(S) * static_cast<std::size_t>(a.size())) == 0);
+  }
+  for (const LU::Options& o : {LU::Options{.rank = 2, .alpha = 3.0, .seed = 1},
+                               LU::Options{.rank = 1, .targets = {"mid_block.attentions.0.to_k", "up_blocks.0.attentions.1.to_v"}}}) {
+    CAPTURE(o.targets.size());
+    rtb::Model<LU> model(LU(base->net(), o), base);
+    auto p = model.params();
+    rtb_test::fill_normal<S>(rtb::MatrixView<S>(p.data(), 1, static_cast<Index>(p.size())), 12, 0.5);
+    rtb_test::check_model_gradient<LU, S>(model, xv, 40.0, 13);
+  }
+}

@@ -77,6 +77,11 @@ TEST_CASE("UNet: diffusers' tensor names, its parameter count, macs by hand, and
   const Index conv_in = 64 * 4 * 1 * 9, res44 = 2 * 64 * 4 * 4 * 9, up = 64 * 4 * 8 * 9 + 64 * 4 * 4 * 9 + 64 * 4 * 8,
               conv_out = 64 * 1 * 4 * 9;
   CHECK(flat.macs_per_row() == conv_in + res44 + 2 * res44 + 2 * up + conv_out);
+  // and its parameters by hand (diffusers' UNet2DModel of the same configuration has as many):
+  // conv_in 40, time MLP 4→16→16 352, three 4→4 resnets 380 each (norms 16, convs 2·148, temb
+  // projection 68), two up resnets 8→4 568 each (norms 24, convs 292 + 148, projection 68,
+  // 1×1 shortcut 36), conv_norm_out 8, conv_out 37.
+  CHECK(flat.num_params() == 40 + 352 + 3 * 380 + 2 * 568 + 8 + 37);
 
   rtb::Model<rtb::UNet<S>> model(net);
   const Index rows = 3, D = model.input_dim();

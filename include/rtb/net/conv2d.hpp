@@ -118,31 +118,35 @@ class Conv2d {
     }
   }
 
-  /// Accumulates dW (and db) into `grad` for the forward on `x`; if `dx` is given, writes
-  /// (GradientMode::Overwrite) or adds (Accumulate) ∂/∂x into it. dx must not overlap dy or x.
+  /// Accumulates dW (and db) into `grad` (unless grad is null) for the forward on `x`; if `dx` is
+  /// given, writes (GradientMode::Overwrite) or adds (Accumulate) ∂/∂x into it. dx must not
+  /// overlap dy or x.
   template <class S>
   void backward(const S* params, const S* x, const ImageShape& shape, const S* dy, S* grad, S* dx,
                 GradientMode input_mode, S* scratch) const {
     const ImageShape os = output_shape(shape);
     const Index K = in_ * k_ * k_, hw = shape.pixels(), hwo = os.pixels();
     const ConstMatrixView<S> w(params + w_, out_, K);
-    MatrixView<S> dw(grad + w_, out_, K);
+    MatrixView<S> dw(grad ? grad + w_ : nullptr, out_, K);  // grad = null: input gradient only
     const bool add = input_mode == GradientMode::Accumulate;
     for (Index b = 0; b < shape.batch; ++b) {
       const S* xb = x + b * in_ * hw;
       const S* dyb = dy + b * out_ * hwo;
       S* dxb = dx ? dx + b * in_ * hw : nullptr;
       const ConstMatrixView<S> dyv(dyb, out_, hwo);
-      if (b_ >= 0)
+      if (grad && b_ >= 0)
         for (Index o = 0; o < out_; ++o) grad[b_ + o] += detail::sum(dyb + o * hwo, hwo);
       if (pointwise()) {
         const ConstMatrixView<S> xv(xb, in_, hw);
-        detail::gemm(dw, dyv, xv.transpose(), true);
+        if (grad) detail::gemm(dw, dyv, xv.transpose(), true);
         if (dxb) detail::gemm(MatrixView<S>(dxb, in_, hw), w.transpose(), dyv, add);
       } else {
-        im2col(xb, shape, os, scratch);
+        if (!grad && !dxb) continue;
         MatrixView<S> col(scratch, K, hwo);
-        detail::gemm(dw, dyv, const_view(col).transpose(), true);
+        if (grad) {
+          im2col(xb, shape, os, scratch);
+          detail::gemm(dw, dyv, const_view(col).transpose(), true);
+        }
         if (!dxb) continue;
         detail::gemm(col, w.transpose(), dyv, false);
         if (!add) std::fill_n(dxb, in_ * hw, S(0));

@@ -18,7 +18,7 @@
 ///
 /// (the contractions of dW' = dYᵀ·X with Aᵀ and Bᵀ), so no full weight gradient is ever formed.
 /// Walking the layers needs to know the net: `detail::LoraTraits<N>` does that per net; rtb has it
-/// for Mlp (every Linear). Tensors are `<module>.lora_A.weight` and `<module>.lora_B.weight`,
+/// for Mlp (every Linear) and UNet (attention q, k, v). Tensors are `<module>.lora_A.weight` and `<module>.lora_B.weight`,
 /// module being the adapted weight's name without ".weight" (PEFT's names less its
 /// `base_model.model.` prefix and `.default` adapter name).
 
@@ -35,6 +35,7 @@
 #include "rtb/net/gemm.hpp"
 #include "rtb/net/init.hpp"
 #include "rtb/net/mlp.hpp"
+#include "rtb/net/unet.hpp"
 #include "rtb/space.hpp"
 
 namespace rtb {
@@ -73,6 +74,8 @@ struct LoraTraits<Mlp<S>> {
   static Index scratch_floats(const Mlp<S>& net, Index rows) {
     return rows * (2 * net.trunk().max_width() + net.trunk().first_width() + net.first_in());
   }
+  /// Rows of the (X, dY) pairs handed to the adapter: the batch's.
+  static Index adapter_rows(const Mlp<S>&, Index rows) { return rows; }
 
   template <class Adapter>
   static void backward(const Mlp<S>& net, const S* merged, MlpContext<S>& ctx, ConstMatrixView<S> d_out, S* scratch,
@@ -112,6 +115,36 @@ struct LoraTraits<Mlp<S>> {
       std::copy_n(ctx.time.data(), F2, row + D + Dc);
     }
     adapter(0, ConstMatrixView<S>(x0, rows, in), ConstMatrixView<S>(d_h0, rows, W0));
+  }
+};
+
+/// UNet: the q, k, v projections of every attention layer ([C, C] each; the paper adapts these,
+/// with r = 32), target 3·i + m for attention i and m = q, k, v. The adapter sees one image at a
+/// time: X = x̂ᵀ and dY = dMᵀ, N × C (positions as rows). The convolutions are not targets yet.
+template <class S>
+struct LoraTraits<UNet<S>> {
+  static std::vector<LoraTarget> targets(const UNet<S>& net) {
+    std::vector<LoraTarget> t;
+    for (const Attention2d& a : net.attentions())
+      for (const Linear* l : {&a.to_q(), &a.to_k(), &a.to_v()})
+        for (const ParameterTensor& tensor : net.layout().tensors())
+          if (tensor.offset == l->weight_offset())
+            t.push_back({tensor.name.substr(0, tensor.name.size() - 7), l->weight_offset(), l->out(), l->in()});
+    return t;
+  }
+  static Index scratch_floats(const UNet<S>&, Index) { return 0; }
+  static Index adapter_rows(const UNet<S>& net, Index) {
+    const auto& o = net.options();
+    return o.height * o.width;  // the largest map (attention runs at most at full resolution)
+  }
+
+  template <class Adapter>
+  static void backward(const UNet<S>& net, const S* merged, UnetContext<S>& ctx, ConstMatrixView<S> d_out, S*,
+                       std::span<const int> wanted, Adapter&& adapter) {
+    net.backward_frozen(merged, ctx, d_out, [&](Index i, int m, ConstMatrixView<S> xhat, ConstMatrixView<S> dm) {
+      const Index k = 3 * i + m;
+      if (wanted[static_cast<std::size_t>(k)] >= 0) adapter(k, xhat.transpose(), dm.transpose());
+    });
   }
 };
 
@@ -210,7 +243,8 @@ class Lora {
     c.merged.assign(static_cast<std::size_t>(base_.num_params()), S(0));
     Index b_floats = 0;
     for (const Adapter& a : adapters_) b_floats = std::max(b_floats, a.target.out * o_.rank);
-    c.scratch.assign(static_cast<std::size_t>(Traits::scratch_floats(base_, max_rows) + 2 * max_rows * o_.rank + b_floats),
+    c.scratch.assign(static_cast<std::size_t>(Traits::scratch_floats(base_, max_rows) +
+                                              2 * Traits::adapter_rows(base_, max_rows) * o_.rank + b_floats),
                      S(0));
     return c;
   }
@@ -227,15 +261,15 @@ class Lora {
   void backward(const Weights<S>& w, Context& c, View<const S, Space> d_out, std::span<S> grad, GradientMode mode) const {
     RTB_ASSERT(static_cast<Index>(grad.size()) == num_params());
     if (mode == GradientMode::Overwrite) std::fill(grad.begin(), grad.end(), S(0));
-    const Index rows = d_out.rows(), r = o_.rank;
-    RTB_ASSERT(rows <= c.max_rows);
+    const Index r = o_.rank;
     S* u = c.scratch.data() + Traits::scratch_floats(base_, c.max_rows);
-    S* v = u + c.max_rows * r;
+    S* v = u + Traits::adapter_rows(base_, c.max_rows) * r;
     const S* p = w.params.data();
     Traits::backward(base_, c.merged.data(), c.base, d_out, c.scratch.data(), std::span<const int>(wanted_),
-                     [&](Index k, ConstMatrixView<S> x, ConstMatrixView<S> dy) {
+                     [&](Index k, const auto& x, const auto& dy) {  // X rows × in, dY rows × out
                        const Adapter& a = adapters_[static_cast<std::size_t>(wanted_[static_cast<std::size_t>(k)])];
-                       const Index in = a.target.in, out = a.target.out;
+                       const Index in = a.target.in, out = a.target.out, rows = x.rows();
+                       RTB_ASSERT(rows <= Traits::adapter_rows(base_, c.max_rows));
                        MatrixView<S> uv(u, rows, r), vv(v, rows, r);
                        detail::gemm(uv, x, ConstMatrixView<S>(p + a.a, r, in).transpose(), false);
                        detail::gemm(vv, dy, ConstMatrixView<S>(p + a.b, out, r), false);
@@ -261,7 +295,8 @@ class Lora {
                                                  " values for a base net of ", base_.num_params(),
                                                  "; build the model as rtb::Model(Lora(...), base_model)"));
     std::copy(w.frozen.begin(), w.frozen.end(), c.merged.begin());
-    S* sb = c.scratch.data() + Traits::scratch_floats(base_, c.max_rows) + 2 * c.max_rows * o_.rank;
+    S* sb = c.scratch.data() + Traits::scratch_floats(base_, c.max_rows) +
+            2 * Traits::adapter_rows(base_, c.max_rows) * o_.rank;
     for (const Adapter& a : adapters_) {
       const Index in = a.target.in, out = a.target.out, r = o_.rank;
       const S* b = w.params.data() + a.b;

@@ -139,6 +139,18 @@ class UNet : public detail::NetEntryPoints<UNet<S>, S, S, UnetContext<S>> {
     norm_out_.init_default(p);
   }
 
+  /// The attention layers, in forward order (their q/k/v are what LoRA adapts).
+  const std::vector<Attention2d>& attentions() const { return attns_; }
+
+  /// Back-propagates d_out through the last forward of ctx without forming any parameter
+  /// gradient (a frozen UNet), calling hook(attention index, m, x̂, dM) per image at every
+  /// attention projection m ∈ {q, k, v}: what Lora<UNet> needs (net/lora.hpp). Leaves ∂L/∂x in
+  /// ctx.input_gradient as backward does.
+  template <class Hook>
+  void backward_frozen(const S* p, Context& ctx, ConstMatrixView<S> d_out, Hook&& hook) const {
+    walk_backward(p, ctx, d_out, static_cast<S*>(nullptr), hook);
+  }
+
   Context make_context(Index max_rows) const {
     if (max_rows <= 0) throw InvalidArgumentError(detail::message("UNet: make_context needs max_rows >= 1, got ", max_rows));
     Context c;
@@ -369,6 +381,12 @@ class UNet : public detail::NetEntryPoints<UNet<S>, S, S, UnetContext<S>> {
   }
 
   void accumulate_gradient(const S* p, Context& ctx, ConstMatrixView<S> d_out, S* g) const {
+    walk_backward(p, ctx, d_out, g, [](Index, int, ConstMatrixView<S>, ConstMatrixView<S>) {});
+  }
+
+  /// The backward of every op in reverse; g = null forms no parameter gradient.
+  template <class Hook>
+  void walk_backward(const S* p, Context& ctx, ConstMatrixView<S> d_out, S* g, Hook&& hook) const {
     const Index B = ctx.rows;
     if (d_out.rows() != B || d_out.cols() != output_dim())
       throw ShapeError(detail::message("UNet: backward got a ", d_out.rows(), "x", d_out.cols(), " gradient for a forward of ",
@@ -397,7 +415,9 @@ class UNet : public detail::NetEntryPoints<UNet<S>, S, S, UnetContext<S>> {
         case Kind::Attention: {
           const Attention2d& a = attns_[op.layer];
           layer_end -= a.context_floats(full);
-          a.backward(p, x, in, dy, ctx.layer.data() + layer_end, g, dx, add, ctx.scratch.data());
+          const Index index = static_cast<Index>(op.layer);
+          a.backward(p, x, in, dy, ctx.layer.data() + layer_end, g, dx, add, ctx.scratch.data(),
+                     [&](int m, ConstMatrixView<S> xhat, ConstMatrixView<S> dm) { hook(index, m, xhat, dm); });
           break;
         }
         case Kind::Concat: split_channels(dy, in, batched(shape_of(op.in2), B), dx, grad_map(ctx, op.in2), add); break;
@@ -413,7 +433,7 @@ class UNet : public detail::NetEntryPoints<UNet<S>, S, S, UnetContext<S>> {
         }
       }
     }
-    time_.backward(p, d_temb, time_ctx, g, time_ctx + time_.context_floats());
+    if (g) time_.backward(p, d_temb, time_ctx, g, time_ctx + time_.context_floats());
   }
 
   Options o_;
