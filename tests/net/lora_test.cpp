@@ -121,7 +121,7 @@ TEST_CASE("Lora rejects rank 0, a rank above a matrix's smaller side, and unknow
   CHECK(unknown.find("layers.0, layers.1, layers.2") != std::string::npos);
 }
 
-TEST_CASE("Lora<UNet> adapts attention q, k, v: zero B is the base bit for bit, adapter gradients match central differences") {
+TEST_CASE("Lora<UNet>: attention q, k, v by default, conv kernels on request; zero B is the base bit for bit; adapter gradients match central differences") {
   using U = rtb::UNet<S>;
   using LU = rtb::Lora<U>;
   static_assert(rtb::WrapsFrozenBase<LU>);
@@ -134,7 +134,8 @@ TEST_CASE("Lora<UNet> adapts attention q, k, v: zero B is the base bit for bit, 
   CHECK(all.modules().front() == "down_blocks.1.attentions.0.to_q");
   CHECK(all.num_params() == 12 * 2 * (8 + 8));
   CHECK_THROWS_AS(LU(base->net(), {.rank = 9}), rtb::InvalidArgumentError);
-  CHECK_THROWS_AS(LU(base->net(), {.rank = 2, .targets = {"conv_in"}}), rtb::InvalidArgumentError);  // not yet a target
+  CHECK_THROWS_AS(LU(base->net(), {.rank = 2, .targets = {"conv_out"}}), rtb::InvalidArgumentError);  // [1, 4·9]
+  CHECK_THROWS_AS(LU(base->net(), {.rank = 1, .targets = {"time_embedding.linear_1"}}), rtb::InvalidArgumentError);
 
   const Index rows = 2, D = 64;
   rtb::RowMatrix<S> x(rows, D), a(rows, D), b(rows, D);
@@ -149,7 +150,17 @@ TEST_CASE("Lora<UNet> adapts attention q, k, v: zero B is the base bit for bit, 
     CHECK(std::memcmp(a.data(), b.data(), sizeof(S) * static_cast<std::size_t>(a.size())) == 0);
   }
   for (const LU::Options& o : {LU::Options{.rank = 2, .alpha = 3.0, .seed = 1},
-                               LU::Options{.rank = 1, .targets = {"mid_block.attentions.0.to_k", "up_blocks.0.attentions.1.to_v"}}}) {
+                               LU::Options{.rank = 1, .targets = {"mid_block.attentions.0.to_k", "up_blocks.0.attentions.1.to_v"}},
+                               // kernels as [out, in·k·k]: conv_in, a stride-2 and an upsampler conv, conv_out, and
+                               // a resnet's conv1, conv2 and 1×1 shortcut, with an attention projection among them
+                               LU::Options{.rank = 1,
+                                           .alpha = 2.0,
+                                           .targets = {"conv_in", "down_blocks.0.downsamplers.0.conv",
+                                                       "up_blocks.0.upsamplers.0.conv", "conv_out",
+                                                       "up_blocks.1.resnets.0.conv1", "up_blocks.1.resnets.0.conv2",
+                                                       "up_blocks.1.resnets.0.conv_shortcut", "mid_block.resnets.1.conv1",
+                                                       "down_blocks.1.attentions.0.to_q"},
+                                           .seed = 3}}) {
     CAPTURE(o.targets.size());
     rtb::Model<LU> model(LU(base->net(), o), base);
     auto p = model.params();

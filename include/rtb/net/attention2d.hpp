@@ -41,14 +41,6 @@
 
 namespace rtb {
 
-namespace detail {
-/// The default of Attention2d::backward's projection hook: nothing.
-struct NoProjectionHook {
-  template <class... A>
-  void operator()(A&&...) const {}
-};
-}  // namespace detail
-
 class Attention2d {
  public:
   Attention2d() = default;
@@ -160,7 +152,7 @@ class Attention2d {
           detail::gemm(MatrixView<S>(grad + proj[m]->weight_offset(), C, C), dm, xhat.transpose(), true);
           add_row_sums(d_qkv + m * C * N, C, N, grad + proj[m]->bias_offset());
         }
-        hook(m, xhat, dm);
+        if constexpr (detail::is_hooked<Hook>) hook(m, xhat, dm);
         detail::gemm(MatrixView<S>(d_xhat, C, N), weight(params, *proj[m]).transpose(), dm, m > 0);
       }
       norm_.backward(params, xb, one, d_xhat, c.stats, grad, dxb, GradientMode::Accumulate);

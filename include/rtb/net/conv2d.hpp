@@ -120,10 +120,13 @@ class Conv2d {
 
   /// Accumulates dW (and db) into `grad` (unless grad is null) for the forward on `x`; if `dx` is
   /// given, writes (GradientMode::Overwrite) or adds (Accumulate) ∂/∂x into it. dx must not
-  /// overlap dy or x.
-  template <class S>
+  /// overlap dy or x. `hook(col, dy)`, when given, is called per image with the GEMM's input
+  /// (the im2col columns, [in·k·k, N_out], or x itself for a 1×1 conv) and dy ([out, N_out]):
+  /// what a LoRA adapter of W as [out, in·k·k] needs (net/lora.hpp).
+  template <class S, class Hook = detail::NoProjectionHook>
   void backward(const S* params, const S* x, const ImageShape& shape, const S* dy, S* grad, S* dx,
-                GradientMode input_mode, S* scratch) const {
+                GradientMode input_mode, S* scratch, Hook&& hook = Hook{}) const {
+    constexpr bool hooked = detail::is_hooked<Hook>;
     const ImageShape os = output_shape(shape);
     const Index K = in_ * k_ * k_, hw = shape.pixels(), hwo = os.pixels();
     const ConstMatrixView<S> w(params + w_, out_, K);
@@ -139,14 +142,14 @@ class Conv2d {
       if (pointwise()) {
         const ConstMatrixView<S> xv(xb, in_, hw);
         if (grad) detail::gemm(dw, dyv, xv.transpose(), true);
+        if constexpr (hooked) hook(xv, dyv);
         if (dxb) detail::gemm(MatrixView<S>(dxb, in_, hw), w.transpose(), dyv, add);
       } else {
-        if (!grad && !dxb) continue;
+        if (!grad && !dxb && !hooked) continue;
         MatrixView<S> col(scratch, K, hwo);
-        if (grad) {
-          im2col(xb, shape, os, scratch);
-          detail::gemm(dw, dyv, const_view(col).transpose(), true);
-        }
+        if (grad || hooked) im2col(xb, shape, os, scratch);
+        if (grad) detail::gemm(dw, dyv, const_view(col).transpose(), true);
+        if constexpr (hooked) hook(const_view(col), dyv);
         if (!dxb) continue;
         detail::gemm(col, w.transpose(), dyv, false);
         if (!add) std::fill_n(dxb, in_ * hw, S(0));

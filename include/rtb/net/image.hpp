@@ -10,6 +10,7 @@
 
 #include <string>
 #include <string_view>
+#include <type_traits>
 
 #include "rtb/space.hpp"
 #include "rtb/error.hpp"
@@ -32,6 +33,15 @@ struct ImageShape {
 };
 
 namespace detail {
+
+/// The default of the layers' backward hooks (Conv2d, ResnetBlock2d, Attention2d), through which
+/// a LoRA adapter receives a weight matrix's input and output gradient: nothing.
+struct NoProjectionHook {
+  template <class... A>
+  void operator()(A&&...) const {}
+};
+template <class Hook>
+inline constexpr bool is_hooked = !std::is_same_v<std::remove_cvref_t<Hook>, NoProjectionHook>;
 
 inline std::string to_string(const ImageShape& s) {
   return message("[", s.batch, ", ", s.channels, ", ", s.height, ", ", s.width, "]");

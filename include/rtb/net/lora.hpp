@@ -18,7 +18,7 @@
 ///
 /// (the contractions of dW' = dYᵀ·X with Aᵀ and Bᵀ), so no full weight gradient is ever formed.
 /// Walking the layers needs to know the net: `detail::LoraTraits<N>` does that per net; rtb has it
-/// for Mlp (every Linear) and UNet (attention q, k, v). Tensors are `<module>.lora_A.weight` and `<module>.lora_B.weight`,
+/// for Mlp (every Linear) and UNet (attention q, k, v by default; every conv kernel on request). Tensors are `<module>.lora_A.weight` and `<module>.lora_B.weight`,
 /// module being the adapted weight's name without ".weight" (PEFT's names less its
 /// `base_model.model.` prefix and `.default` adapter name).
 
@@ -76,6 +76,8 @@ struct LoraTraits<Mlp<S>> {
   }
   /// Rows of the (X, dY) pairs handed to the adapter: the batch's.
   static Index adapter_rows(const Mlp<S>&, Index rows) { return rows; }
+  /// What an empty Options::targets adapts: every Linear.
+  static bool default_target(const Mlp<S>&, const LoraTarget&) { return true; }
 
   template <class Adapter>
   static void backward(const Mlp<S>& net, const S* merged, MlpContext<S>& ctx, ConstMatrixView<S> d_out, S* scratch,
@@ -118,20 +120,53 @@ struct LoraTraits<Mlp<S>> {
   }
 };
 
-/// UNet: the q, k, v projections of every attention layer ([C, C] each; the paper adapts these,
-/// with r = 32), target 3·i + m for attention i and m = q, k, v. The adapter sees one image at a
-/// time: X = x̂ᵀ and dY = dMᵀ, N × C (positions as rows). The convolutions are not targets yet.
+/// UNet::backward_frozen's hook for Lora: maps each layer's matrix to its target index k (the
+/// order of LoraTraits<UNet>::targets) and hands (X, dY) on.
+template <class S, class Give>
+struct UnetLoraHook {
+  Give& give;
+  const UNet<S>& net;
+  Index n_attn, n_conv;
+  template <class X, class D>
+  void attention(Index i, int m, const X& xhat, const D& dm) {
+    give(3 * i + m, xhat, dm);
+  }
+  template <class X, class D>
+  void conv(Index i, const X& col, const D& dy) {
+    give(3 * n_attn + i, col, dy);
+  }
+  template <class X, class D>
+  void resnet(Index i, int which, const X& col, const D& dy) {
+    Index k = 3 * n_attn + n_conv;
+    for (Index j = 0; j < i; ++j) k += net.resnets()[static_cast<std::size_t>(j)].has_shortcut() ? 3 : 2;
+    give(k + which, col, dy);
+  }
+};
+
+/// UNet: the q, k, v projections of every attention layer ([C, C] each; the default targets,
+/// those the paper adapts, with r = 32), then every conv kernel as [out, in·k·k]: convs() in order,
+/// then conv1, conv2 (and conv_shortcut) of each of resnets(). The adapter sees one image at a
+/// time with positions as rows: X = x̂ᵀ or colᵀ (N × in), dY = dMᵀ or dyᵀ (N × out).
 template <class S>
 struct LoraTraits<UNet<S>> {
   static std::vector<LoraTarget> targets(const UNet<S>& net) {
     std::vector<LoraTarget> t;
+    auto add = [&](Index offset, Index out, Index in) {
+      for (const ParameterTensor& tensor : net.layout().tensors())
+        if (tensor.offset == offset) t.push_back({tensor.name.substr(0, tensor.name.size() - 7), offset, out, in});
+    };
+    auto add_conv = [&](const Conv2d& c) { add(c.weight_offset(), c.out(), c.in() * c.kernel() * c.kernel()); };
     for (const Attention2d& a : net.attentions())
-      for (const Linear* l : {&a.to_q(), &a.to_k(), &a.to_v()})
-        for (const ParameterTensor& tensor : net.layout().tensors())
-          if (tensor.offset == l->weight_offset())
-            t.push_back({tensor.name.substr(0, tensor.name.size() - 7), l->weight_offset(), l->out(), l->in()});
+      for (const Linear* l : {&a.to_q(), &a.to_k(), &a.to_v()}) add(l->weight_offset(), l->out(), l->in());
+    for (const Conv2d& c : net.convs()) add_conv(c);
+    for (const ResnetBlock2d& r : net.resnets()) {
+      add_conv(r.conv1());
+      add_conv(r.conv2());
+      if (r.has_shortcut()) add_conv(r.conv_shortcut());
+    }
     return t;
   }
+  static bool default_target(const UNet<S>&, const LoraTarget& t) { return t.module.find(".attentions.") != std::string::npos; }
   static Index scratch_floats(const UNet<S>&, Index) { return 0; }
   static Index adapter_rows(const UNet<S>& net, Index) {
     const auto& o = net.options();
@@ -141,10 +176,12 @@ struct LoraTraits<UNet<S>> {
   template <class Adapter>
   static void backward(const UNet<S>& net, const S* merged, UnetContext<S>& ctx, ConstMatrixView<S> d_out, S*,
                        std::span<const int> wanted, Adapter&& adapter) {
-    net.backward_frozen(merged, ctx, d_out, [&](Index i, int m, ConstMatrixView<S> xhat, ConstMatrixView<S> dm) {
-      const Index k = 3 * i + m;
-      if (wanted[static_cast<std::size_t>(k)] >= 0) adapter(k, xhat.transpose(), dm.transpose());
-    });
+    const Index n_attn = static_cast<Index>(net.attentions().size()), n_conv = static_cast<Index>(net.convs().size());
+    auto give = [&](Index k, const auto& x, const auto& dy) {
+      if (wanted[static_cast<std::size_t>(k)] >= 0) adapter(k, x.transpose(), dy.transpose());
+    };
+    UnetLoraHook<S, decltype(give)> hook{give, net, n_attn, n_conv};
+    net.backward_frozen(merged, ctx, d_out, hook);
   }
 };
 
@@ -171,7 +208,7 @@ class Lora {
   struct Options {
     Index rank = 8;                        ///< r
     double alpha = 0;                      ///< s = α/r; 0 means α = r (s = 1)
-    std::vector<std::string> targets = {};  ///< modules to adapt ("layers.1"); empty: every one
+    std::vector<std::string> targets = {};  ///< modules to adapt ("layers.1"); empty: the net's defaults
     std::uint64_t seed = 0;                ///< for A
   };
 
@@ -184,8 +221,9 @@ class Lora {
                                                  "; rank 0 adapts nothing (use the base net itself)"));
     const std::vector<LoraTarget> all = Traits::targets(base_);
     std::vector<const LoraTarget*> chosen;
-    if (o.targets.empty())
-      for (const LoraTarget& t : all) chosen.push_back(&t);
+    if (o.targets.empty())  // the net's default targets
+      for (const LoraTarget& t : all)
+        if (Traits::default_target(base_, t)) chosen.push_back(&t);
     for (const std::string& name : o.targets) {
       const std::string module = name.size() > 7 && name.ends_with(".weight") ? name.substr(0, name.size() - 7) : name;
       auto it = std::find_if(all.begin(), all.end(), [&](const LoraTarget& t) { return t.module == module; });

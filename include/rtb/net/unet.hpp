@@ -139,12 +139,16 @@ class UNet : public detail::NetEntryPoints<UNet<S>, S, S, UnetContext<S>> {
     norm_out_.init_default(p);
   }
 
-  /// The attention layers, in forward order (their q/k/v are what LoRA adapts).
+  /// The layers, each in forward order: what LoRA adapts (net/lora.hpp).
   const std::vector<Attention2d>& attentions() const { return attns_; }
+  const std::vector<Conv2d>& convs() const { return convs_; }  ///< conv_in, down/up samplers, conv_out
+  const std::vector<ResnetBlock2d>& resnets() const { return resnets_; }
 
   /// Back-propagates d_out through the last forward of ctx without forming any parameter
-  /// gradient (a frozen UNet), calling hook(attention index, m, x̂, dM) per image at every
-  /// attention projection m ∈ {q, k, v}: what Lora<UNet> needs (net/lora.hpp). Leaves ∂L/∂x in
+  /// gradient (a frozen UNet), calling, per image, hook.attention(i, m, x̂, dM) at projection
+  /// m ∈ {q, k, v} of attention i (C × N each), hook.conv(i, col, dy) in convs()[i] and
+  /// hook.resnet(i, which, col, dy) in conv `which` (0 conv1, 1 conv2, 2 conv_shortcut) of
+  /// resnets()[i] (see Conv2d::backward): what Lora<UNet> needs. Leaves ∂L/∂x in
   /// ctx.input_gradient as backward does.
   template <class Hook>
   void backward_frozen(const S* p, Context& ctx, ConstMatrixView<S> d_out, Hook&& hook) const {
@@ -381,12 +385,13 @@ class UNet : public detail::NetEntryPoints<UNet<S>, S, S, UnetContext<S>> {
   }
 
   void accumulate_gradient(const S* p, Context& ctx, ConstMatrixView<S> d_out, S* g) const {
-    walk_backward(p, ctx, d_out, g, [](Index, int, ConstMatrixView<S>, ConstMatrixView<S>) {});
+    walk_backward(p, ctx, d_out, g, detail::NoProjectionHook{});
   }
 
   /// The backward of every op in reverse; g = null forms no parameter gradient.
   template <class Hook>
   void walk_backward(const S* p, Context& ctx, ConstMatrixView<S> d_out, S* g, Hook&& hook) const {
+    constexpr bool hooked = detail::is_hooked<Hook>;
     const Index B = ctx.rows;
     if (d_out.rows() != B || d_out.cols() != output_dim())
       throw ShapeError(detail::message("UNet: backward got a ", d_out.rows(), "x", d_out.cols(), " gradient for a forward of ",
@@ -405,19 +410,35 @@ class UNet : public detail::NetEntryPoints<UNet<S>, S, S, UnetContext<S>> {
       S* dx = grad_map(ctx, op.in);
       constexpr GradientMode add = GradientMode::Accumulate;
       switch (op.kind) {
-        case Kind::Conv: convs_[op.layer].backward(p, x, in, dy, g, dx, add, ctx.scratch.data()); break;
+        case Kind::Conv: {
+          const Index index = static_cast<Index>(op.layer);
+          if constexpr (hooked)
+            convs_[op.layer].backward(p, x, in, dy, g, dx, add, ctx.scratch.data(),
+                                      [&](const auto& col, const auto& d) { hook.conv(index, col, d); });
+          else
+            convs_[op.layer].backward(p, x, in, dy, g, dx, add, ctx.scratch.data());
+          break;
+        }
         case Kind::Resnet: {
           const ResnetBlock2d& r = resnets_[op.layer];
+          const Index index = static_cast<Index>(op.layer);
           layer_end -= r.context_floats(full);
-          r.backward(p, x, in, dy, ctx.layer.data() + layer_end, g, dx, add, d_temb, ctx.scratch.data());
+          if constexpr (hooked)
+            r.backward(p, x, in, dy, ctx.layer.data() + layer_end, g, dx, add, d_temb, ctx.scratch.data(),
+                       [&](int which, const auto& col, const auto& d) { hook.resnet(index, which, col, d); });
+          else
+            r.backward(p, x, in, dy, ctx.layer.data() + layer_end, g, dx, add, d_temb, ctx.scratch.data());
           break;
         }
         case Kind::Attention: {
           const Attention2d& a = attns_[op.layer];
           layer_end -= a.context_floats(full);
           const Index index = static_cast<Index>(op.layer);
-          a.backward(p, x, in, dy, ctx.layer.data() + layer_end, g, dx, add, ctx.scratch.data(),
-                     [&](int m, ConstMatrixView<S> xhat, ConstMatrixView<S> dm) { hook(index, m, xhat, dm); });
+          if constexpr (hooked)
+            a.backward(p, x, in, dy, ctx.layer.data() + layer_end, g, dx, add, ctx.scratch.data(),
+                       [&](int m, const auto& xhat, const auto& dm) { hook.attention(index, m, xhat, dm); });
+          else
+            a.backward(p, x, in, dy, ctx.layer.data() + layer_end, g, dx, add, ctx.scratch.data());
           break;
         }
         case Kind::Concat: split_channels(dy, in, batched(shape_of(op.in2), B), dx, grad_map(ctx, op.in2), add); break;
