@@ -187,3 +187,30 @@ TEST_CASE("Lora<Mlp>: forward, backward and inference allocate nothing once the 
   CHECK(g_allocations.load() - before == 0);
   CHECK(std::isfinite(grad[0]));
 }
+
+// LoRA over the UNet above (attention q, k, v and two convs): merge, forward, the frozen walk with
+// the adapters' hooks, and inference call no malloc.
+TEST_CASE("Lora<UNet>: forward, adapter backward and inference allocate nothing once the context is made") {
+  using S = float;
+  using U = rtb::UNet<S>;
+  const auto base = std::make_shared<const rtb::Model<U>>(
+      U({.height = 16, .width = 16, .channels = 1, .channels_per_level = {32, 64}, .attention_levels = {1},
+         .groups = 32, .seed = 1}));
+  const std::vector<std::string> targets = {"mid_block.attentions.0.to_q", "mid_block.attentions.0.to_k",
+                                            "mid_block.attentions.0.to_v", "conv_in", "up_blocks.1.resnets.0.conv1"};
+  rtb::Model<rtb::Lora<U>> model(rtb::Lora<U>(base->net(), {.rank = 4, .targets = targets}), base);
+  for (S& v : model.params()) v = 0.01f;
+  const rtb::Index rows = 4, D = model.input_dim();
+  rtb::RowMatrix<S> x = rtb::RowMatrix<S>::Constant(rows, D, 0.1f), out(rows, D),
+                    d_out = rtb::RowMatrix<S>::Constant(rows, D, 0.01f);
+  std::vector<S> grad(static_cast<std::size_t>(model.num_params()));
+  auto ctx = model.make_context(rows);
+  const rtb::Step<S> s{rtb::ConstMatrixView<S>(x.data(), rows, D), rtb::ConstMatrixView<S>(nullptr, rows, 0), 3, 420.0f, 0};
+  rtb::MatrixView<S> ov(out.data(), rows, D);
+  const long before = g_allocations.load();
+  model.forward(s, ov, ctx);
+  model.backward(ctx, rtb::ConstMatrixView<S>(d_out.data(), rows, D), std::span<S>(grad), rtb::GradientMode::Overwrite);
+  model.inference(s, ov, ctx);
+  CHECK(g_allocations.load() - before == 0);
+  CHECK(std::isfinite(grad[0]));
+}
