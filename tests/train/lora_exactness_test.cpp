@@ -11,6 +11,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
 #include <memory>
 #include <rtb/net/lora.hpp>
 #include <rtb/rtb.hpp>
@@ -65,4 +66,33 @@ TEST_CASE("RTB with Lora<Mlp> recovers the closed-form Gaussian posterior and lo
   CHECK(std::fabs(e.log_partition.log_z_is - log_z) < 5 * se + 0.01);
   CHECK(std::fabs(trainer.learned_log_z() - log_z) < 0.05);
   CHECK(e.log_partition.ess > 0.9);
+}
+
+TEST_CASE("a Lora posterior trains only its adapters, resumes from a checkpoint bit for bit, and refuses another rank") {
+  using Base = rtb::Mlp<S>;
+  const rtb::GaussianProcess<S> process(2, 10, kSigma2, rtb::GaussianHead::MeanAndLogVariance);
+  auto base = std::make_shared<const rtb::Model<Base>>(
+      Base({.input_dim = 2, .hidden = {16, 16}, .output_dim = 4, .time_harmonics = 4, .seed = 5}));
+  auto reward = rtb::make_reward([](std::span<const S> x) { return -x[0] * x[0]; });
+  const rtb::Config cfg{.batch_size = 32, .exploration = rtb::ExplorationSchedule::none(), .threads = 2, .seed = 3};
+  rtb::RelativeTrajectoryBalance trainer(
+      process, rtb::Model<rtb::Lora<Base>>(rtb::Lora<Base>(base->net(), {.rank = 2}), base), reward, cfg);
+  CHECK(trainer.optimizer().size() == 2 * (10 + 16) + 2 * (16 + 16) + 2 * (16 + 4));  // A, B of layers.0, 1, 2
+  trainer.train(5);
+  const std::string path = (std::filesystem::temp_directory_path() / "rtb_lora_test.ckpt").string();
+  trainer.save(path);
+  rtb::RelativeTrajectoryBalance resumed(
+      process, rtb::Model<rtb::Lora<Base>>(rtb::Lora<Base>(base->net(), {.rank = 2, .seed = 8}), base), reward, cfg);
+  resumed.load(path);
+  CHECK(resumed.iteration() == 5);
+  CHECK(std::equal(trainer.posterior().params().begin(), trainer.posterior().params().end(),
+                   resumed.posterior().params().begin(), resumed.posterior().params().end()));
+  trainer.train(2);
+  resumed.train(2);
+  CHECK(std::equal(trainer.posterior().params().begin(), trainer.posterior().params().end(),
+                   resumed.posterior().params().begin(), resumed.posterior().params().end()));
+  rtb::RelativeTrajectoryBalance other(
+      process, rtb::Model<rtb::Lora<Base>>(rtb::Lora<Base>(base->net(), {.rank = 3}), base), reward, cfg);
+  CHECK_THROWS_AS(other.load(path), rtb::Error);
+  std::filesystem::remove(path);
 }
