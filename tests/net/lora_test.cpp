@@ -19,8 +19,13 @@ static_assert(rtb::WrapsFrozenBase<Adapted>);
 static_assert(std::is_same_v<rtb::prior_net_t<Adapted>, Base>);
 
 Base base_net(std::vector<Index> hidden = {8, 6}, Index condition_dim = 2) {
-  return Base({.input_dim = 3, .hidden = std::move(hidden), .output_dim = 2, .time_harmonics = 2,
-               .condition_dim = condition_dim, .seed = 4, .zero_init_last = false});
+  return Base({.input_dim = 3,
+               .hidden = std::move(hidden),
+               .output_dim = 2,
+               .time_harmonics = 2,
+               .condition_dim = condition_dim,
+               .seed = 4,
+               .zero_init_last = false});
 }
 
 /// Random A and B (B nonzero, so every path of the backward carries signal).
@@ -68,7 +73,8 @@ TEST_CASE("Lora with B = 0 is the base net bit for bit, and trains, counts and s
   rtb::RowMatrix<S> x(rows, 3), c(rows, 2), a(rows, 2), b(rows, 2), f(rows, 2);
   rtb_test::fill_normal<S>(rtb::MatrixView<S>(x.data(), rows, 3), 3);
   rtb_test::fill_normal<S>(rtb::MatrixView<S>(c.data(), rows, 2), 4);
-  const auto s = rtb_test::step_at(rtb::ConstMatrixView<S>(x.data(), rows, 3), 0.65, rtb::ConstMatrixView<S>(c.data(), rows, 2));
+  const auto s =
+      rtb_test::step_at(rtb::ConstMatrixView<S>(x.data(), rows, 3), 0.65, rtb::ConstMatrixView<S>(c.data(), rows, 2));
   auto cb = base.make_context(rows);
   auto cl = lora.make_context(rows);
   base.inference(s, rtb::MatrixView<S>(a.data(), rows, 2), cb);
@@ -121,13 +127,19 @@ TEST_CASE("Lora rejects rank 0, a rank above a matrix's smaller side, and unknow
   CHECK(unknown.find("layers.0, layers.1, layers.2") != std::string::npos);
 }
 
-TEST_CASE("Lora<UNet>: attention q, k, v by default, conv kernels on request; zero B is the base bit for bit; adapter gradients match central differences") {
+TEST_CASE(
+    "Lora<UNet>: attention q, k, v by default, conv kernels on request; zero B is the base bit for bit; adapter "
+    "gradients match central differences") {
   using U = rtb::UNet<S>;
   using LU = rtb::Lora<U>;
   static_assert(rtb::WrapsFrozenBase<LU>);
-  const auto base = std::make_shared<const rtb::Model<U>>(
-      U({.height = 8, .width = 8, .channels = 1, .channels_per_level = {4, 8}, .attention_levels = {1}, .groups = 2,
-         .seed = 6}));
+  const auto base = std::make_shared<const rtb::Model<U>>(U({.height = 8,
+                                                             .width = 8,
+                                                             .channels = 1,
+                                                             .channels_per_level = {4, 8},
+                                                             .attention_levels = {1},
+                                                             .groups = 2,
+                                                             .seed = 6}));
   // attentions: down_blocks.1 (one), mid_block, up_blocks.0 (two), each [8, 8] q, k, v
   const LU all(base->net(), {.rank = 2});
   CHECK(all.modules().size() == 12);
@@ -149,18 +161,17 @@ TEST_CASE("Lora<UNet>: attention q, k, v by default, conv kernels on request; ze
     fresh.forward(rtb_test::step_at(xv, 40.0), rtb::MatrixView<S>(b.data(), rows, D), cl);
     CHECK(std::memcmp(a.data(), b.data(), sizeof(S) * static_cast<std::size_t>(a.size())) == 0);
   }
-  for (const LU::Options& o : {LU::Options{.rank = 2, .alpha = 3.0, .seed = 1},
-                               LU::Options{.rank = 1, .targets = {"mid_block.attentions.0.to_k", "up_blocks.0.attentions.1.to_v"}},
-                               // kernels as [out, in·k·k]: conv_in, a stride-2 and an upsampler conv, conv_out, and
-                               // a resnet's conv1, conv2 and 1×1 shortcut, with an attention projection among them
-                               LU::Options{.rank = 1,
-                                           .alpha = 2.0,
-                                           .targets = {"conv_in", "down_blocks.0.downsamplers.0.conv",
-                                                       "up_blocks.0.upsamplers.0.conv", "conv_out",
-                                                       "up_blocks.1.resnets.0.conv1", "up_blocks.1.resnets.0.conv2",
-                                                       "up_blocks.1.resnets.0.conv_shortcut", "mid_block.resnets.1.conv1",
-                                                       "down_blocks.1.attentions.0.to_q"},
-                                           .seed = 3}}) {
+  for (const LU::Options& o :
+       {LU::Options{.rank = 2, .alpha = 3.0, .seed = 1},
+        LU::Options{.rank = 1, .targets = {"mid_block.attentions.0.to_k", "up_blocks.0.attentions.1.to_v"}},
+        // kernels as [out, in·k·k]: conv_in, a stride-2 and an upsampler conv, conv_out, and
+        // a resnet's conv1, conv2 and 1×1 shortcut, with an attention projection among them
+        LU::Options{.rank = 1,
+        .alpha = 2.0,
+        .targets = {"conv_in", "down_blocks.0.downsamplers.0.conv", "up_blocks.0.upsamplers.0.conv", "conv_out",
+                    "up_blocks.1.resnets.0.conv1", "up_blocks.1.resnets.0.conv2", "up_blocks.1.resnets.0.conv_shortcut",
+                    "mid_block.resnets.1.conv1", "down_blocks.1.attentions.0.to_q"},
+        .seed = 3}}) {
     CAPTURE(o.targets.size());
     rtb::Model<LU> model(LU(base->net(), o), base);
     auto p = model.params();

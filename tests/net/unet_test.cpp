@@ -15,8 +15,15 @@ using S = double;
 /// The tiny configuration of the issue: 8×8, 2 levels, 4 base channels, attention at the lower
 /// level and in the middle, so every kind of op (shortcut convs, concat, up/down) is on the path.
 rtb::UNet<S>::Options tiny() {
-  return {.height = 8, .width = 8, .channels = 2, .channels_per_level = {4, 8}, .blocks_per_level = 1,
-          .attention_levels = {1}, .mid_attention = true, .groups = 2, .seed = 3};
+  return {.height = 8,
+          .width = 8,
+          .channels = 2,
+          .channels_per_level = {4, 8},
+          .blocks_per_level = 1,
+          .attention_levels = {1},
+          .mid_attention = true,
+          .groups = 2,
+          .seed = 3};
 }
 
 }  // namespace
@@ -41,25 +48,25 @@ TEST_CASE("UNet backward matches central differences for every parameter and the
   const auto dx = ctx.input_gradient(D);
   const std::vector<S> analytic(dx.data(), dx.data() + dx.size());
   auto probe = model.make_context(rows);
-  const std::vector<S> numeric = rtb_test::numeric_gradient(std::span<S>(x.data(), static_cast<std::size_t>(x.size())), [&] {
-    model.inference(rtb_test::step_at(xv, 17.0), ov, probe);
-    return (out.array() * d_out.array()).sum();
-  });
+  const std::vector<S> numeric =
+      rtb_test::numeric_gradient(std::span<S>(x.data(), static_cast<std::size_t>(x.size())), [&] {
+        model.inference(rtb_test::step_at(xv, 17.0), ov, probe);
+        return (out.array() * d_out.array()).sum();
+      });
   CHECK(rtb_test::relative_error(analytic, numeric) < rtb_test::Tolerances<S>::gradient);
 }
 
 TEST_CASE("UNet: diffusers' tensor names, its parameter count, macs by hand, and forward equals inference") {
   const rtb::UNet<S> net(tiny());
   const rtb::ParameterLayout& l = net.layout();
-  for (const char* name :
-       {"conv_in.weight", "time_embedding.linear_1.weight", "time_embedding.linear_2.bias",
-        "down_blocks.0.resnets.0.norm1.weight", "down_blocks.0.resnets.0.time_emb_proj.weight",
-        "down_blocks.0.downsamplers.0.conv.weight", "down_blocks.1.resnets.0.conv_shortcut.weight",
-        "down_blocks.1.attentions.0.to_q.weight", "down_blocks.1.attentions.0.group_norm.bias",
-        "mid_block.resnets.0.conv1.weight", "mid_block.attentions.0.to_out.0.weight", "mid_block.resnets.1.conv2.bias",
-        "up_blocks.0.resnets.1.conv_shortcut.weight", "up_blocks.0.attentions.1.to_v.bias",
-        "up_blocks.0.upsamplers.0.conv.weight", "up_blocks.1.resnets.1.conv1.weight", "conv_norm_out.weight",
-        "conv_out.bias"}) {
+  for (const char* name : {"conv_in.weight", "time_embedding.linear_1.weight", "time_embedding.linear_2.bias",
+                           "down_blocks.0.resnets.0.norm1.weight", "down_blocks.0.resnets.0.time_emb_proj.weight",
+                           "down_blocks.0.downsamplers.0.conv.weight", "down_blocks.1.resnets.0.conv_shortcut.weight",
+                           "down_blocks.1.attentions.0.to_q.weight", "down_blocks.1.attentions.0.group_norm.bias",
+                           "mid_block.resnets.0.conv1.weight", "mid_block.attentions.0.to_out.0.weight",
+                           "mid_block.resnets.1.conv2.bias", "up_blocks.0.resnets.1.conv_shortcut.weight",
+                           "up_blocks.0.attentions.1.to_v.bias", "up_blocks.0.upsamplers.0.conv.weight",
+                           "up_blocks.1.resnets.1.conv1.weight", "conv_norm_out.weight", "conv_out.bias"}) {
     CAPTURE(name);
     CHECK(l.find(name) != nullptr);
   }
@@ -67,13 +74,14 @@ TEST_CASE("UNet: diffusers' tensor names, its parameter count, macs by hand, and
   CHECK(l.find("up_blocks.1.upsamplers.0.conv.weight") == nullptr);
   CHECK(l.find("conv_in.weight")->shape == std::vector<Index>{4, 2, 3, 3});
   CHECK(l.find("up_blocks.0.resnets.0.conv1.weight")->shape == std::vector<Index>{8, 16, 3, 3});  // [h; skip]
-  CHECK(l.find("up_blocks.0.resnets.1.conv1.weight")->shape == std::vector<Index>{8, 12, 3, 3});  // + the downsampler's 4
+  CHECK(l.find("up_blocks.0.resnets.1.conv1.weight")->shape ==
+        std::vector<Index>{8, 12, 3, 3});  // + the downsampler's 4
   CHECK(l.find("up_blocks.1.resnets.0.conv1.weight")->shape == std::vector<Index>{4, 12, 3, 3});  // 8 up + 4 skip
   CHECK(l.find("up_blocks.1.resnets.1.conv1.weight")->shape == std::vector<Index>{4, 8, 3, 3});   // 4 + conv_in's 4
 
   // One level, no attention: every conv's macs by hand (8×8 = 64 positions, 3×3 = 9 taps).
-  const rtb::UNet<S> flat({.height = 8, .width = 8, .channels = 1, .channels_per_level = {4}, .mid_attention = false,
-                           .groups = 2});
+  const rtb::UNet<S> flat(
+      {.height = 8, .width = 8, .channels = 1, .channels_per_level = {4}, .mid_attention = false, .groups = 2});
   const Index conv_in = 64 * 4 * 1 * 9, res44 = 2 * 64 * 4 * 4 * 9, up = 64 * 4 * 8 * 9 + 64 * 4 * 4 * 9 + 64 * 4 * 8,
               conv_out = 64 * 1 * 4 * 9;
   CHECK(flat.macs_per_row() == conv_in + res44 + 2 * res44 + 2 * up + conv_out);
@@ -94,27 +102,27 @@ TEST_CASE("UNet: diffusers' tensor names, its parameter count, macs by hand, and
   CHECK(a == b);
   CHECK(a.allFinite());
   // another timestep gives another output (the embedding reaches every block)
-  model.inference(rtb_test::step_at(rtb::ConstMatrixView<S>(x.data(), rows, D), 251.0), rtb::MatrixView<S>(b.data(), rows, D),
-                  ctx);
+  model.inference(rtb_test::step_at(rtb::ConstMatrixView<S>(x.data(), rows, D), 251.0),
+                  rtb::MatrixView<S>(b.data(), rows, D), ctx);
   CHECK(a != b);
 }
 
 TEST_CASE("UNet weights round-trip through .npy files under diffusers' names; a wrong shape is refused") {
-  const rtb::Model<rtb::UNet<float>> model(rtb::UNet<float>({.height = 8, .width = 8, .channels = 1,
-                                                             .channels_per_level = {4, 8}, .groups = 4, .seed = 1}));
+  const rtb::Model<rtb::UNet<float>> model(
+      rtb::UNet<float>({.height = 8, .width = 8, .channels = 1, .channels_per_level = {4, 8}, .groups = 4, .seed = 1}));
   const std::string dir = (std::filesystem::temp_directory_path() / "rtb_unet_weights").string();
   std::filesystem::remove_all(dir);
   rtb::save_parameters(model, dir);
   CHECK(std::filesystem::exists(dir + "/mid_block.attentions.0.to_k.weight.npy"));
-  rtb::Model<rtb::UNet<float>> loaded(rtb::UNet<float>({.height = 8, .width = 8, .channels = 1,
-                                                        .channels_per_level = {4, 8}, .groups = 4, .seed = 2}));
+  rtb::Model<rtb::UNet<float>> loaded(
+      rtb::UNet<float>({.height = 8, .width = 8, .channels = 1, .channels_per_level = {4, 8}, .groups = 4, .seed = 2}));
   rtb::load_parameters(loaded, dir);
   CHECK(std::equal(model.params().begin(), model.params().end(), loaded.params().begin()));
   // a file of another architecture's shape: refused, naming the tensor, nothing changed
   const std::vector<float> wrong(4 * 2 * 9, 0.5f);
   rtb::write_npy(dir + "/conv_in.weight.npy", {4, 2, 3, 3}, std::span<const float>(wrong));
-  rtb::Model<rtb::UNet<float>> fresh(rtb::UNet<float>({.height = 8, .width = 8, .channels = 1,
-                                                       .channels_per_level = {4, 8}, .groups = 4, .seed = 2}));
+  rtb::Model<rtb::UNet<float>> fresh(
+      rtb::UNet<float>({.height = 8, .width = 8, .channels = 1, .channels_per_level = {4, 8}, .groups = 4, .seed = 2}));
   const std::vector<float> before(fresh.params().begin(), fresh.params().end());
   try {
     rtb::load_parameters(fresh, dir);
@@ -138,12 +146,15 @@ TEST_CASE("UNet rejects bad options and bad inputs with typed errors that say ho
   using O = rtb::UNet<float>::Options;
   // a group count that does not divide a level's channels
   CHECK_THROWS_AS(rtb::UNet<float>(O{.channels_per_level = {32, 48}, .groups = 32}), rtb::ShapeError);
-  CHECK(message_of([] { rtb::UNet<float>(O{.channels_per_level = {32, 48}, .groups = 32}); }).find("channels_per_level[1]") !=
-        std::string::npos);
+  CHECK(message_of([] {
+          rtb::UNet<float>(O{.channels_per_level = {32, 48}, .groups = 32});
+        }).find("channels_per_level[1]") != std::string::npos);
   // sizes that cannot be downsampled L − 1 times
-  CHECK_THROWS_AS(rtb::UNet<float>(O{.height = 28, .width = 28, .channels_per_level = {32, 32, 32, 32}}), rtb::ShapeError);
-  CHECK(message_of([] { rtb::UNet<float>(O{.height = 28, .width = 28, .channels_per_level = {32, 32, 32, 32}}); })
-            .find("32x32") != std::string::npos);
+  CHECK_THROWS_AS(rtb::UNet<float>(O{.height = 28, .width = 28, .channels_per_level = {32, 32, 32, 32}}),
+                  rtb::ShapeError);
+  CHECK(message_of([] {
+          rtb::UNet<float>(O{.height = 28, .width = 28, .channels_per_level = {32, 32, 32, 32}});
+        }).find("32x32") != std::string::npos);
   CHECK_NOTHROW(rtb::UNet<float>(O{.height = 28, .width = 28, .channels_per_level = {32, 32, 32}}));  // 28 → 14 → 7
   CHECK_THROWS_AS(rtb::UNet<float>(O{.height = 7, .width = 8, .channels_per_level = {32, 64}}), rtb::ShapeError);
   CHECK_THROWS_AS(rtb::UNet<float>(O{.channels_per_level = {}}), rtb::InvalidArgumentError);
@@ -153,16 +164,18 @@ TEST_CASE("UNet rejects bad options and bad inputs with typed errors that say ho
   CHECK_THROWS_AS(rtb::UNet<float>(O{.attention_levels = {1}, .attention_head_dim = 24}), rtb::ShapeError);
 
   // wrong row width (another channel count or image size), rows beyond the context, a non-integer τ
-  const rtb::Model<rtb::UNet<float>> model(rtb::UNet<float>({.height = 8, .width = 8, .channels = 1,
-                                                             .channels_per_level = {4, 8}, .groups = 4}));
+  const rtb::Model<rtb::UNet<float>> model(
+      rtb::UNet<float>({.height = 8, .width = 8, .channels = 1, .channels_per_level = {4, 8}, .groups = 4}));
   auto ctx = model.make_context(2);
   rtb::RowMatrix<float> x = rtb::RowMatrix<float>::Zero(2, 3 * 64), out(2, 3 * 64);
   auto step = [&](Index rows, Index cols, float t) {
     return rtb_test::step_at(rtb::ConstMatrixView<float>(x.data(), rows, cols), t);
   };
-  CHECK_THROWS_AS(model.inference(step(2, 3 * 64, 5.0f), rtb::MatrixView<float>(out.data(), 2, 3 * 64), ctx), rtb::ShapeError);
-  CHECK(message_of([&] { model.inference(step(2, 3 * 64, 5.0f), rtb::MatrixView<float>(out.data(), 2, 3 * 64), ctx); })
-            .find("[1, 8, 8]") != std::string::npos);
+  CHECK_THROWS_AS(model.inference(step(2, 3 * 64, 5.0f), rtb::MatrixView<float>(out.data(), 2, 3 * 64), ctx),
+                  rtb::ShapeError);
+  CHECK(message_of([&] {
+          model.inference(step(2, 3 * 64, 5.0f), rtb::MatrixView<float>(out.data(), 2, 3 * 64), ctx);
+        }).find("[1, 8, 8]") != std::string::npos);
   CHECK_THROWS_AS(model.inference(step(2, 64, 5.0f), rtb::MatrixView<float>(out.data(), 2, 65), ctx), rtb::ShapeError);
   rtb::RowMatrix<float> big = rtb::RowMatrix<float>::Zero(3, 64), big_out(3, 64);
   CHECK_THROWS_AS(model.forward(rtb_test::step_at(rtb::ConstMatrixView<float>(big.data(), 3, 64), 5.0f),

@@ -68,7 +68,8 @@ TEST_CASE("RTB with Lora<Mlp> recovers the closed-form Gaussian posterior and lo
   CHECK(e.log_partition.ess > 0.9);
 }
 
-TEST_CASE("a Lora posterior trains only its adapters, resumes from a checkpoint bit for bit, and refuses another rank") {
+TEST_CASE(
+    "a Lora posterior trains only its adapters, resumes from a checkpoint bit for bit, and refuses another rank") {
   using Base = rtb::Mlp<S>;
   const rtb::GaussianProcess<S> process(2, 10, kSigma2, rtb::GaussianHead::MeanAndLogVariance);
   auto base = std::make_shared<const rtb::Model<Base>>(

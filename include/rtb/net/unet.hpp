@@ -48,13 +48,13 @@ namespace rtb {
 template <class S>
 struct UnetContext {
   Index max_rows = 0;
-  Index rows = 0;                ///< rows of the last forward
-  const S* x = nullptr;          ///< input of the last forward (must stay alive until backward)
-  AlignedVector<S> maps;         ///< every op's output map
-  AlignedVector<S> grads;        ///< their gradients (and, first, ∂/∂x)
-  AlignedVector<S> layer;        ///< the ResNet blocks', attentions' and final norm's contexts
-  AlignedVector<S> scratch;      ///< the largest scratch any op needs
-  AlignedVector<S> time;         ///< timestep embedding: temb, ∂/∂temb, its context and scratch
+  Index rows = 0;            ///< rows of the last forward
+  const S* x = nullptr;      ///< input of the last forward (must stay alive until backward)
+  AlignedVector<S> maps;     ///< every op's output map
+  AlignedVector<S> grads;    ///< their gradients (and, first, ∂/∂x)
+  AlignedVector<S> layer;    ///< the ResNet blocks', attentions' and final norm's contexts
+  AlignedVector<S> scratch;  ///< the largest scratch any op needs
+  AlignedVector<S> time;     ///< timestep embedding: temb, ∂/∂temb, its context and scratch
 
   /// ∂L/∂x of the last backward, [rows, C·H·W].
   ConstMatrixView<S> input_gradient(Index image_floats) const {
@@ -75,14 +75,14 @@ class UNet : public detail::NetEntryPoints<UNet<S>, S, S, UnetContext<S>> {
   using Context = UnetContext<S>;
 
   struct Options {
-    Index height = 32, width = 32;                 ///< sample_size
-    Index channels = 1;                            ///< in_channels = out_channels
+    Index height = 32, width = 32;                     ///< sample_size
+    Index channels = 1;                                ///< in_channels = out_channels
     std::vector<Index> channels_per_level = {32, 64};  ///< block_out_channels
-    Index blocks_per_level = 1;                    ///< layers_per_block
-    std::vector<Index> attention_levels = {};      ///< levels with Attn{Down,Up}Block2D
-    bool mid_attention = true;                     ///< UNetMidBlock2D add_attention
-    Index groups = 32;                             ///< norm_num_groups
-    Index attention_head_dim = 0;                  ///< 0: one head over all channels
+    Index blocks_per_level = 1;                        ///< layers_per_block
+    std::vector<Index> attention_levels = {};          ///< levels with Attn{Down,Up}Block2D
+    bool mid_attention = true;                         ///< UNetMidBlock2D add_attention
+    Index groups = 32;                                 ///< norm_num_groups
+    Index attention_head_dim = 0;                      ///< 0: one head over all channels
     std::uint64_t seed = 0;
   };
 
@@ -102,7 +102,9 @@ class UNet : public detail::NetEntryPoints<UNet<S>, S, S, UnetContext<S>> {
     for (const Op& op : ops_) {
       const ImageShape in = op.shape;
       switch (op.kind) {
-        case Kind::Conv: m += convs_[op.layer].macs(in); break;
+        case Kind::Conv:
+          m += convs_[op.layer].macs(in);
+          break;
         case Kind::Resnet: {
           const ResnetBlock2d& r = resnets_[op.layer];
           const ImageShape mid = in.with_channels(r.out());
@@ -114,7 +116,8 @@ class UNet : public detail::NetEntryPoints<UNet<S>, S, S, UnetContext<S>> {
           m += 4 * C * C * N + 2 * N * N * C;
           break;
         }
-        default: break;
+        default:
+          break;
       }
     }
     return m;
@@ -156,7 +159,8 @@ class UNet : public detail::NetEntryPoints<UNet<S>, S, S, UnetContext<S>> {
   }
 
   Context make_context(Index max_rows) const {
-    if (max_rows <= 0) throw InvalidArgumentError(detail::message("UNet: make_context needs max_rows >= 1, got ", max_rows));
+    if (max_rows <= 0)
+      throw InvalidArgumentError(detail::message("UNet: make_context needs max_rows >= 1, got ", max_rows));
     Context c;
     c.max_rows = max_rows;
     c.maps.assign(static_cast<std::size_t>(max_rows * map_floats_), S(0));
@@ -165,7 +169,9 @@ class UNet : public detail::NetEntryPoints<UNet<S>, S, S, UnetContext<S>> {
     for (const Op& op : ops_) {
       const ImageShape in = batched(op.shape, max_rows);
       switch (op.kind) {
-        case Kind::Conv: scratch = std::max(scratch, convs_[op.layer].scratch_floats(in)); break;
+        case Kind::Conv:
+          scratch = std::max(scratch, convs_[op.layer].scratch_floats(in));
+          break;
         case Kind::Resnet:
           layer += resnets_[op.layer].context_floats(in);
           scratch = std::max(scratch, resnets_[op.layer].scratch_floats(in));
@@ -178,7 +184,8 @@ class UNet : public detail::NetEntryPoints<UNet<S>, S, S, UnetContext<S>> {
           layer += norm_out_.context_floats(in) + in.size();
           scratch = std::max(scratch, in.size());
           break;
-        default: break;
+        default:
+          break;
       }
     }
     c.layer.assign(static_cast<std::size_t>(layer), S(0));
@@ -214,7 +221,9 @@ class UNet : public detail::NetEntryPoints<UNet<S>, S, S, UnetContext<S>> {
     map_floats_ += s.image_size();
     return static_cast<int>(maps_.size()) - 1;
   }
-  ImageShape shape_of(int map) const { return map < 0 ? ImageShape{1, o_.channels, o_.height, o_.width} : maps_[static_cast<std::size_t>(map)].shape; }
+  ImageShape shape_of(int map) const {
+    return map < 0 ? ImageShape{1, o_.channels, o_.height, o_.width} : maps_[static_cast<std::size_t>(map)].shape;
+  }
 
   int conv(const std::string& name, int in, Index out, Index stride = 1) {
     const ImageShape s = shape_of(in);
@@ -234,8 +243,9 @@ class UNet : public detail::NetEntryPoints<UNet<S>, S, S, UnetContext<S>> {
     const ImageShape s = shape_of(in);
     const Index heads = o_.attention_head_dim > 0 ? s.channels / o_.attention_head_dim : 1;
     if (o_.attention_head_dim > 0 && (heads == 0 || s.channels % o_.attention_head_dim != 0))
-      throw ShapeError(detail::message("UNet: attention_head_dim ", o_.attention_head_dim, " does not divide the ",
-                                       s.channels, " channels of '", name, "'; pick a head dim dividing every attention level's channels, or 0 for one head"));
+      throw ShapeError(detail::message(
+          "UNet: attention_head_dim ", o_.attention_head_dim, " does not divide the ", s.channels, " channels of '",
+          name, "'; pick a head dim dividing every attention level's channels, or 0 for one head"));
     attns_.emplace_back(layout_, name, s.channels, o_.groups, heads);
     const int o = add_map(s);
     ops_.push_back({Kind::Attention, attns_.size() - 1, in, -1, o, s});
@@ -251,14 +261,17 @@ class UNet : public detail::NetEntryPoints<UNet<S>, S, S, UnetContext<S>> {
     detail::check_positive("UNet", "blocks_per_level", o_.blocks_per_level);
     detail::check_positive("UNet", "groups", o_.groups);
     if (L == 0)
-      throw InvalidArgumentError("UNet: channels_per_level is empty; give one width per resolution level, e.g. {32, 64}");
+      throw InvalidArgumentError(
+          "UNet: channels_per_level is empty; give one width per resolution level, e.g. {32, 64}");
     for (Index i = 0; i < L; ++i) {
       const Index c = C[static_cast<std::size_t>(i)];
       detail::check_positive("UNet", "channels_per_level entries", c);
       if (c % o_.groups != 0)
-        throw ShapeError(detail::message("UNet: groups = ", o_.groups, " does not divide channels_per_level[", i, "] = ", c,
-                                         "; GroupNorm splits every level's channels into equal groups: pick a group count "
-                                         "dividing every level's width, or widths that are multiples of ", o_.groups));
+        throw ShapeError(
+            detail::message("UNet: groups = ", o_.groups, " does not divide channels_per_level[", i, "] = ", c,
+                            "; GroupNorm splits every level's channels into equal groups: pick a group count "
+                            "dividing every level's width, or widths that are multiples of ",
+                            o_.groups));
     }
     if (o_.attention_head_dim < 0)
       throw InvalidArgumentError(detail::message("UNet: attention_head_dim must be >= 0, got ", o_.attention_head_dim));
@@ -327,9 +340,11 @@ class UNet : public detail::NetEntryPoints<UNet<S>, S, S, UnetContext<S>> {
   static Index timestep_of(S time) {
     const double t = static_cast<double>(time), r = std::round(t);
     if (!std::isfinite(t) || std::fabs(t - r) > 1e-3 * std::max(1.0, std::fabs(t)))
-      throw InvalidArgumentError(detail::message(
-          "UNet: the step's time ", t, " is not an integer timestep; the UNet embeds the DDPM training timestep τ, "
-          "which DdpmProcess passes as time (a process with times in [0, 1] needs a net with a Fourier time embedding)"));
+      throw InvalidArgumentError(
+          detail::message("UNet: the step's time ", t,
+                          " is not an integer timestep; the UNet embeds the DDPM training timestep τ, "
+                          "which DdpmProcess passes as time (a process with times in [0, 1] needs a net with a Fourier "
+                          "time embedding)"));
     return static_cast<Index>(r);
   }
 
@@ -341,8 +356,9 @@ class UNet : public detail::NetEntryPoints<UNet<S>, S, S, UnetContext<S>> {
                                        ", ", o_.width, "] images (", input_dim(),
                                        " values a row); check the image size and channel count in UNet::Options"));
     if (rows <= 0 || rows > ctx.max_rows || out.rows() != rows)
-      throw ShapeError(detail::message("UNet: ", rows, " rows in, ", out.rows(), " out, for a context of ", ctx.max_rows,
-                                       " rows; make the context with make_context(rows) and pass one output row per input row"));
+      throw ShapeError(
+          detail::message("UNet: ", rows, " rows in, ", out.rows(), " out, for a context of ", ctx.max_rows,
+                          " rows; make the context with make_context(rows) and pass one output row per input row"));
   }
 
   void run(const S* p, const Step<S>& s, MatrixView<S> out, Context& ctx, bool keep) const {
@@ -358,7 +374,9 @@ class UNet : public detail::NetEntryPoints<UNet<S>, S, S, UnetContext<S>> {
       const S* x = op.in < 0 ? s.x.data() : map(ctx, op.in);
       S* y = op.out == out_map_ ? out.data() : map(ctx, op.out);
       switch (op.kind) {
-        case Kind::Conv: convs_[op.layer].forward(p, x, in, y, ctx.scratch.data()); break;
+        case Kind::Conv:
+          convs_[op.layer].forward(p, x, in, y, ctx.scratch.data());
+          break;
         case Kind::Resnet: {
           const ResnetBlock2d& r = resnets_[op.layer];
           r.forward(p, x, in, temb, y, keep ? layer : static_cast<S*>(nullptr), ctx.scratch.data());
@@ -371,8 +389,12 @@ class UNet : public detail::NetEntryPoints<UNet<S>, S, S, UnetContext<S>> {
           layer += a.context_floats(batched(op.shape, ctx.max_rows));
           break;
         }
-        case Kind::Concat: concat_channels(x, in, map(ctx, op.in2), batched(shape_of(op.in2), B), y); break;
-        case Kind::Upsample: upsample_nearest2x(x, in, y); break;
+        case Kind::Concat:
+          concat_channels(x, in, map(ctx, op.in2), batched(shape_of(op.in2), B), y);
+          break;
+        case Kind::Upsample:
+          upsample_nearest2x(x, in, y);
+          break;
         case Kind::NormAct: {
           const ImageShape full = batched(op.shape, ctx.max_rows);
           norm_out_.forward(p, x, in, y, keep ? layer : static_cast<S*>(nullptr));
@@ -394,8 +416,9 @@ class UNet : public detail::NetEntryPoints<UNet<S>, S, S, UnetContext<S>> {
     constexpr bool hooked = detail::is_hooked<Hook>;
     const Index B = ctx.rows;
     if (d_out.rows() != B || d_out.cols() != output_dim())
-      throw ShapeError(detail::message("UNet: backward got a ", d_out.rows(), "x", d_out.cols(), " gradient for a forward of ",
-                                       B, " rows of ", output_dim(), "; pass ∂L/∂ε of the last forward's shape"));
+      throw ShapeError(detail::message("UNet: backward got a ", d_out.rows(), "x", d_out.cols(),
+                                       " gradient for a forward of ", B, " rows of ", output_dim(),
+                                       "; pass ∂L/∂ε of the last forward's shape"));
     std::fill(ctx.grads.begin(), ctx.grads.end(), S(0));
     S* temb = ctx.time.data();
     S* d_temb = temb + time_.out();
@@ -441,8 +464,12 @@ class UNet : public detail::NetEntryPoints<UNet<S>, S, S, UnetContext<S>> {
             a.backward(p, x, in, dy, ctx.layer.data() + layer_end, g, dx, add, ctx.scratch.data());
           break;
         }
-        case Kind::Concat: split_channels(dy, in, batched(shape_of(op.in2), B), dx, grad_map(ctx, op.in2), add); break;
-        case Kind::Upsample: upsample_nearest2x_backward(dy, in, dx, add); break;
+        case Kind::Concat:
+          split_channels(dy, in, batched(shape_of(op.in2), B), dx, grad_map(ctx, op.in2), add);
+          break;
+        case Kind::Upsample:
+          upsample_nearest2x_backward(dy, in, dx, add);
+          break;
         case Kind::NormAct: {
           layer_end -= norm_out_.context_floats(full) + full.size();
           const S* stats = ctx.layer.data() + layer_end;
