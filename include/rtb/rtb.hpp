@@ -31,6 +31,7 @@
 #include "rtb/net/conv1d.hpp"
 #include "rtb/net/embedding.hpp"
 #include "rtb/net/linear.hpp"
+#include "rtb/net/lora.hpp"
 #include "rtb/net/mlp.hpp"
 #include "rtb/net/model.hpp"
 #include "rtb/net/parameters.hpp"
@@ -38,6 +39,7 @@
 #include "rtb/net/time_embedding.hpp"
 #include "rtb/net/token_conv.hpp"
 #include "rtb/net/token_mlp.hpp"
+#include "rtb/net/unet.hpp"
 
 #include "rtb/reward/function.hpp"
 #include "rtb/reward/gaussian_mixture.hpp"

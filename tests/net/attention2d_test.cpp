@@ -173,3 +173,31 @@ TEST_CASE("Attention2d is named like diffusers' Attention and checks heads, grou
                        rtb::ShapeError);
   CHECK_THROWS_WITH_AS(attn.output_shape({4, 32, 7, 7}), doctest::Contains("input has 32 channels"), rtb::ShapeError);
 }
+
+// The frozen path LoRA walks: grad = null leaves dx's bits alone, and the hook's (x̂, dM) per image
+// and projection rebuild exactly the q, k, v weight gradients.
+TEST_CASE("Attention2d backward with grad = null gives the same dx, and its hook hands over what dW_q,k,v are made of") {
+  using S = double;
+  rtb::ParameterLayout layout;
+  const rtb::Attention2d attn(layout, "a.", 4, 2, 2);
+  const rtb::ImageShape shape{2, 4, 3, 3};
+  const auto p = rtb_test::random_vector<S>(layout.size(), 1);
+  const auto x = rtb_test::random_vector<S>(shape.size(), 2), dy = rtb_test::random_vector<S>(shape.size(), 3);
+  std::vector<S> y(x.size()), ctx(static_cast<std::size_t>(attn.context_floats(shape))),
+      scratch(static_cast<std::size_t>(attn.scratch_floats(shape))), grad(p.size(), 0.0), dx(x.size()), dx_frozen(x.size());
+  attn.forward(p.data(), x.data(), shape, y.data(), ctx.data(), static_cast<S*>(nullptr));
+  attn.backward(p.data(), x.data(), shape, dy.data(), ctx.data(), grad.data(), dx.data(), rtb::GradientMode::Overwrite,
+                scratch.data());
+  std::vector<S> dw(3 * 16, 0.0);
+  int calls = 0;
+  attn.backward(p.data(), x.data(), shape, dy.data(), ctx.data(), static_cast<S*>(nullptr), dx_frozen.data(),
+                rtb::GradientMode::Overwrite, scratch.data(), [&](int m, const auto& xhat, const auto& dm) {
+                  rtb::detail::gemm(rtb::MatrixView<S>(dw.data() + 16 * m, 4, 4), dm, xhat.transpose(), true);
+                  ++calls;
+                });
+  CHECK(calls == 2 * 3);
+  CHECK(dx == dx_frozen);
+  const rtb::Linear* proj[3] = {&attn.to_q(), &attn.to_k(), &attn.to_v()};
+  for (int m = 0; m < 3; ++m)
+    CHECK(std::equal(dw.begin() + 16 * m, dw.begin() + 16 * (m + 1), grad.begin() + proj[m]->weight_offset()));
+}

@@ -146,3 +146,34 @@ TEST_CASE("Conv2d rejects bad kernels, strides, channel counts and odd maps to d
   std::vector<float> p(static_cast<std::size_t>(layout.size())), x(4 * 7 * 7), y(4 * 4 * 4), s(1000);
   CHECK_THROWS_AS(down.forward(p.data(), x.data(), ImageShape{1, 4, 7, 7}, y.data(), s.data()), rtb::ShapeError);
 }
+
+// The frozen path LoRA walks (net/lora.hpp): with grad = null the input gradient is the same bits,
+// and the hook's (col, dy) per image rebuild exactly the weight gradient grad would have held.
+TEST_CASE("Conv2d backward with grad = null gives the same dx, and its hook hands over what dW is made of") {
+  using S = double;
+  for (auto [k, s] : {std::pair<rtb::Index, rtb::Index>{3, 1}, {3, 2}, {1, 1}}) {
+    CAPTURE(k);
+    CAPTURE(s);
+    rtb::ParameterLayout layout;
+    const rtb::Conv2d conv(layout, "c.", 3, 5, k, s);
+    const rtb::ImageShape in{2, 3, 6, 6};
+    const rtb::ImageShape out = conv.output_shape(in);
+    const auto p = rtb_test::random_vector<S>(layout.size(), 1);
+    const auto x = rtb_test::random_vector<S>(in.size(), 2), dy = rtb_test::random_vector<S>(out.size(), 3);
+    std::vector<S> grad(p.size(), 0.0), dx(x.size()), dx_frozen(x.size()), scratch(static_cast<std::size_t>(conv.scratch_floats(in)));
+    conv.backward(p.data(), x.data(), in, dy.data(), grad.data(), dx.data(), rtb::GradientMode::Overwrite, scratch.data());
+    std::vector<S> dw(static_cast<std::size_t>(5 * 3 * k * k), 0.0);
+    int images = 0;
+    conv.backward(p.data(), x.data(), in, dy.data(), static_cast<S*>(nullptr), dx_frozen.data(),
+                  rtb::GradientMode::Overwrite, scratch.data(), [&](const auto& col, const auto& d) {
+                    CHECK(col.rows() == 3 * k * k);
+                    CHECK(col.cols() == out.pixels());
+                    CHECK(d.rows() == 5);
+                    rtb::detail::gemm(rtb::MatrixView<S>(dw.data(), 5, 3 * k * k), d, col.transpose(), true);
+                    ++images;
+                  });
+    CHECK(images == 2);
+    CHECK(dx == dx_frozen);
+    CHECK(std::equal(dw.begin(), dw.end(), grad.begin() + conv.weight_offset()));
+  }
+}

@@ -92,10 +92,13 @@ class Attention2d {
 
   /// Accumulates every parameter's gradient into `grad` for the training forward on x that
   /// filled `context`; if `dx` is given, writes (Overwrite) or adds (Accumulate) ∂/∂x (the
-  /// residual's dy plus the attention path's). dx must not overlap dy, x or the buffers.
-  template <class S>
+  /// residual's dy plus the attention path's). dx must not overlap dy, x or the buffers. With
+  /// grad = null no parameter gradient is formed (a frozen layer). `hook(m, x̂, dM)` is called per
+  /// image for m = 0, 1, 2 (q, k, v) with the projection's input x̂ and output gradient dM (both
+  /// C × N): what a LoRA adapter of that projection needs (net/lora.hpp).
+  template <class S, class Hook = detail::NoProjectionHook>
   void backward(const S* params, const S* x, const ImageShape& shape, const S* dy, const S* context, S* grad, S* dx,
-                GradientMode input_mode, S* scratch) const {
+                GradientMode input_mode, S* scratch, Hook&& hook = Hook{}) const {
     output_shape(shape);
     const Index C = c_, N = shape.pixels(), d = C / heads_;
     const ImageShape one{1, C, shape.height, shape.width};
@@ -117,9 +120,11 @@ class Attention2d {
           std::copy_n(dyb, C * N, dxb);
       }
       // output projection
-      detail::gemm(MatrixView<S>(grad + o_.weight_offset(), C, C), dyv, ConstMatrixView<S>(c.o, C, N).transpose(),
-                   true);
-      add_row_sums(dyb, C, N, grad + o_.bias_offset());
+      if (grad) {
+        detail::gemm(MatrixView<S>(grad + o_.weight_offset(), C, C), dyv, ConstMatrixView<S>(c.o, C, N).transpose(),
+                     true);
+        add_row_sums(dyb, C, N, grad + o_.bias_offset());
+      }
       detail::gemm(MatrixView<S>(d_o, C, N), weight(params, o_).transpose(), dyv, false);
       for (Index h = 0; h < heads_; ++h) {
         const Index r = h * d;
@@ -143,8 +148,11 @@ class Attention2d {
       const Linear* proj[3] = {&q_, &k_, &v_};
       for (int m = 0; m < 3; ++m) {
         const ConstMatrixView<S> dm(d_qkv + m * C * N, C, N);
-        detail::gemm(MatrixView<S>(grad + proj[m]->weight_offset(), C, C), dm, xhat.transpose(), true);
-        add_row_sums(d_qkv + m * C * N, C, N, grad + proj[m]->bias_offset());
+        if (grad) {
+          detail::gemm(MatrixView<S>(grad + proj[m]->weight_offset(), C, C), dm, xhat.transpose(), true);
+          add_row_sums(d_qkv + m * C * N, C, N, grad + proj[m]->bias_offset());
+        }
+        if constexpr (detail::is_hooked<Hook>) hook(m, xhat, dm);
         detail::gemm(MatrixView<S>(d_xhat, C, N), weight(params, *proj[m]).transpose(), dm, m > 0);
       }
       norm_.backward(params, xb, one, d_xhat, c.stats, grad, dxb, GradientMode::Accumulate);

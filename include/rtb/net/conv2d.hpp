@@ -118,31 +118,38 @@ class Conv2d {
     }
   }
 
-  /// Accumulates dW (and db) into `grad` for the forward on `x`; if `dx` is given, writes
-  /// (GradientMode::Overwrite) or adds (Accumulate) ∂/∂x into it. dx must not overlap dy or x.
-  template <class S>
+  /// Accumulates dW (and db) into `grad` (unless grad is null) for the forward on `x`; if `dx` is
+  /// given, writes (GradientMode::Overwrite) or adds (Accumulate) ∂/∂x into it. dx must not
+  /// overlap dy or x. `hook(col, dy)`, when given, is called per image with the GEMM's input
+  /// (the im2col columns, [in·k·k, N_out], or x itself for a 1×1 conv) and dy ([out, N_out]):
+  /// what a LoRA adapter of W as [out, in·k·k] needs (net/lora.hpp).
+  template <class S, class Hook = detail::NoProjectionHook>
   void backward(const S* params, const S* x, const ImageShape& shape, const S* dy, S* grad, S* dx,
-                GradientMode input_mode, S* scratch) const {
+                GradientMode input_mode, S* scratch, Hook&& hook = Hook{}) const {
+    constexpr bool hooked = detail::is_hooked<Hook>;
     const ImageShape os = output_shape(shape);
     const Index K = in_ * k_ * k_, hw = shape.pixels(), hwo = os.pixels();
     const ConstMatrixView<S> w(params + w_, out_, K);
-    MatrixView<S> dw(grad + w_, out_, K);
+    MatrixView<S> dw(grad ? grad + w_ : nullptr, out_, K);  // grad = null: input gradient only
     const bool add = input_mode == GradientMode::Accumulate;
     for (Index b = 0; b < shape.batch; ++b) {
       const S* xb = x + b * in_ * hw;
       const S* dyb = dy + b * out_ * hwo;
       S* dxb = dx ? dx + b * in_ * hw : nullptr;
       const ConstMatrixView<S> dyv(dyb, out_, hwo);
-      if (b_ >= 0)
+      if (grad && b_ >= 0)
         for (Index o = 0; o < out_; ++o) grad[b_ + o] += detail::sum(dyb + o * hwo, hwo);
       if (pointwise()) {
         const ConstMatrixView<S> xv(xb, in_, hw);
-        detail::gemm(dw, dyv, xv.transpose(), true);
+        if (grad) detail::gemm(dw, dyv, xv.transpose(), true);
+        if constexpr (hooked) hook(xv, dyv);
         if (dxb) detail::gemm(MatrixView<S>(dxb, in_, hw), w.transpose(), dyv, add);
       } else {
-        im2col(xb, shape, os, scratch);
+        if (!grad && !dxb && !hooked) continue;
         MatrixView<S> col(scratch, K, hwo);
-        detail::gemm(dw, dyv, const_view(col).transpose(), true);
+        if (grad || hooked) im2col(xb, shape, os, scratch);
+        if (grad) detail::gemm(dw, dyv, const_view(col).transpose(), true);
+        if constexpr (hooked) hook(const_view(col), dyv);
         if (!dxb) continue;
         detail::gemm(col, w.transpose(), dyv, false);
         if (!add) std::fill_n(dxb, in_ * hw, S(0));

@@ -99,8 +99,10 @@ class GroupNorm {
           const Index c = g * cg + k;
           const S sdy = detail::sum(dy + base + k * hw, hw);
           const S sdyxh = rstd * centered_dot(dy + base + k * hw, x + base + k * hw, mean, hw);
-          grad[w_ + c] += sdyxh;
-          grad[b_ + c] += sdy;
+          if (grad) {
+            grad[w_ + c] += sdyxh;
+            grad[b_ + c] += sdy;
+          }
           s1 += params[w_ + c] * sdy;
           s2 += params[w_ + c] * sdyxh;
         }

@@ -9,6 +9,8 @@
 /// vectorises without -ffast-math and that give the same bits for any thread count).
 
 #include <string>
+#include <string_view>
+#include <type_traits>
 
 #include "rtb/space.hpp"
 #include "rtb/error.hpp"
@@ -32,12 +34,23 @@ struct ImageShape {
 
 namespace detail {
 
+/// The default of the layers' backward hooks (Conv2d, ResnetBlock2d, Attention2d), through which
+/// a LoRA adapter receives a weight matrix's input and output gradient: nothing.
+struct NoProjectionHook {
+  template <class... A>
+  void operator()(A&&...) const {}
+};
+template <class Hook>
+inline constexpr bool is_hooked = !std::is_same_v<std::remove_cvref_t<Hook>, NoProjectionHook>;
+
 inline std::string to_string(const ImageShape& s) {
   return message("[", s.batch, ", ", s.channels, ", ", s.height, ", ", s.width, "]");
 }
 
-/// Throws ShapeError unless `s` is a non-empty image batch of `channels` channels.
-inline void check_image(const std::string& who, const ImageShape& s, Index channels) {
+/// Throws ShapeError unless `s` is a non-empty image batch of `channels` channels. (`who` is a
+/// string_view so that a literal name costs no allocation on the hot path: the checks run on
+/// every call.)
+inline void check_image(std::string_view who, const ImageShape& s, Index channels) {
   if (s.batch <= 0 || s.channels <= 0 || s.height <= 0 || s.width <= 0)
     throw ShapeError(
         message(who, ": input shape ", to_string(s), " is empty; pass a [B, C, H, W] batch with every size >= 1"));
@@ -48,7 +61,7 @@ inline void check_image(const std::string& who, const ImageShape& s, Index chann
 }
 
 /// Throws ShapeError unless H and W are even, so that a 2× downsample maps back onto them.
-inline void check_even(const std::string& who, const ImageShape& s) {
+inline void check_even(std::string_view who, const ImageShape& s) {
   if (s.height % 2 != 0 || s.width % 2 != 0)
     throw ShapeError(message(who, ": cannot downsample a ", s.height, "x", s.width, " map (shape ", to_string(s),
                              ") by 2: height and width must be even so that 2x upsampling restores them; pad the "
@@ -83,7 +96,7 @@ S dot(const S* a, const S* b, Index n) {
 }
 
 /// Throws InvalidArgumentError unless n > 0.
-inline void check_positive(const std::string& who, const char* what, Index n) {
+inline void check_positive(std::string_view who, const char* what, Index n) {
   if (n <= 0) throw InvalidArgumentError(message(who, ": ", what, " must be positive, got ", n));
 }
 

@@ -67,11 +67,15 @@ class Linear {
     }
   }
 
-  /// Accumulates dW and db into `grad` and, if `dx` is given, writes dx = dy·W.
+  /// Accumulates dW and db into `grad` (unless it is null) and, if `dx` is given, writes dx = dy·W.
   template <class S>
   void backward(const S* params, ConstMatrixView<S> x, ConstMatrixView<S> dy, S* grad,
                 std::type_identity_t<MatrixView<S>>* dx) const {
     RTB_ASSERT(dy.cols() == out_ && x.cols() == in_ && x.rows() == dy.rows());
+    if (!grad) {  // the input gradient only (a frozen layer)
+      if (dx) detail::gemm(*dx, dy, weight(params), false);
+      return;
+    }
     MatrixView<S> dw(grad + w_, out_, in_);
     if (in_ <= kThin && out_ <= kMaxThinOut) {  // dWᵀ row by row, contiguous over outputs
       S acc[kThin * kMaxThinOut] = {};

@@ -72,6 +72,11 @@ class Mlp : public detail::NetEntryPoints<Mlp<S>, S, S, MlpContext<S>> {
   Index condition_dim() const { return o_.condition_dim; }
   Index num_params() const { return layout_.size(); }
   const ParameterLayout& layout() const { return layout_; }
+  /// The first layer, over [x, c, φ(t)] (first_in() columns), and the GELU trunk after it: what
+  /// a wrapper that adapts the layers (net/lora.hpp) walks through.
+  const Linear& first_layer() const { return first_; }
+  const detail::GeluTrunk& trunk() const { return trunk_; }
+  Index first_in() const { return o_.input_dim + o_.condition_dim + 2 * o_.time_harmonics; }
 
   /// PyTorch-default layers from the options' seed; the last layer zero if `zero_init_last`.
   void initialize(std::span<S> params) const {
@@ -115,8 +120,6 @@ class Mlp : public detail::NetEntryPoints<Mlp<S>, S, S, MlpContext<S>> {
       for (Index k = 0; k < 2 * F; ++k) g[first_.weight_offset() + o * in + D + Dc + k] += col[o] * feat[k];
     }
   }
-
-  Index first_in() const { return o_.input_dim + o_.condition_dim + 2 * o_.time_harmonics; }
 
   void run(const S* p, const Step<S>& s, MatrixView<S> out, Context& ctx, bool keep) const {
     const ConstMatrixView<S>& x = s.x;

@@ -119,9 +119,18 @@ class ResnetBlock2d {
   /// Accumulates every parameter's gradient into `grad` for the training forward on x that
   /// filled `context`; if `dx` is given, writes (Overwrite) or adds (Accumulate) ∂/∂x; if `d_temb`
   /// is given, adds ∂/∂temb into it (always adds: every block of a UNet shares temb).
-  template <class S>
+  /// With grad = null no parameter gradient is formed (a frozen block); `hook(which, col, dy)`,
+  /// when given, is called from each conv's backward (which = 0 conv1, 1 conv2, 2 conv_shortcut;
+  /// see Conv2d::backward).
+  template <class S, class Hook = detail::NoProjectionHook>
   void backward(const S* params, const S* x, const ImageShape& shape, const S* dy, const S* context, S* grad, S* dx,
-                GradientMode input_mode, S* d_temb, S* scratch) const {
+                GradientMode input_mode, S* d_temb, S* scratch, Hook&& hook = Hook{}) const {
+    auto conv_hook = [&hook](int which) {
+      if constexpr (detail::is_hooked<Hook>)
+        return [&hook, which](const auto& col, const auto& d) { hook(which, col, d); };
+      else
+        return detail::NoProjectionHook{};
+    };
     const ImageShape mid = output_shape(shape);
     const Block<const S> c = block(context, shape, true);
     S* d_a2 = scratch;                // ∂/∂a₂, then ∂/∂h₁ in place
@@ -130,14 +139,14 @@ class ResnetBlock2d {
     S* d_t = d_proj + out_;           // temb
     S* conv_scratch = d_t + 2 * t_;
     if (has_shortcut()) {
-      shortcut_.backward(params, x, shape, dy, grad, dx, input_mode, conv_scratch);
+      shortcut_.backward(params, x, shape, dy, grad, dx, input_mode, conv_scratch, conv_hook(2));
     } else if (dx) {
       if (input_mode == GradientMode::Accumulate)
         for (Index i = 0; i < mid.size(); ++i) dx[i] += dy[i];
       else
         std::copy_n(dy, mid.size(), dx);
     }
-    conv2_.backward(params, c.a2, mid, dy, grad, d_a2, GradientMode::Overwrite, conv_scratch);
+    conv2_.backward(params, c.a2, mid, dy, grad, d_a2, GradientMode::Overwrite, conv_scratch, conv_hook(1));
     silu_backward_inplace(d_a2, c.s2, mid.size());
     norm2_.backward(params, c.h1, mid, d_a2, c.stats2, grad, d_a2, GradientMode::Overwrite);
     if (t_ > 0) {
@@ -151,7 +160,7 @@ class ResnetBlock2d {
       if (d_temb)
         for (Index i = 0; i < t_; ++i) d_temb[i] += d_t[i] * c.ts[i];
     }
-    conv1_.backward(params, c.a1, shape, d_a2, grad, d_a1, GradientMode::Overwrite, conv_scratch);
+    conv1_.backward(params, c.a1, shape, d_a2, grad, d_a1, GradientMode::Overwrite, conv_scratch, conv_hook(0));
     silu_backward_inplace(d_a1, c.s1, shape.size());
     norm1_.backward(params, x, shape, d_a1, c.stats1, grad, dx, GradientMode::Accumulate);
   }
