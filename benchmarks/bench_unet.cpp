@@ -17,7 +17,9 @@
 // "trained" = 1: the weights after a short ε-MSE fit (fit_prior, DdpmProcess, 20 iterations at
 // lr 1e-3 on smooth random images), so norms, biases and kernels are moved off their
 // initialisation as a trained net's are (denormal or other value-dependent slowdowns show up as a
-// gap to "trained" = 0, the fresh PyTorch-default weights). The fit runs once per size.
+// gap to "trained" = 0, the fresh PyTorch-default weights; the `subnormal` counter counts the
+// subnormal floats among the kept maps and their gradients after the run, `moved` the relative
+// distance ‖θ − θ_fresh‖/‖θ_fresh‖ of the weights used). The fit runs once per size.
 
 #include <cmath>
 #include <cstdint>
@@ -129,6 +131,19 @@ void unet(benchmark::State& state, bool backward) {
   const double flops = 2.0 * static_cast<double>(model->net().macs_per_row() * kBatch) * (backward ? 2.0 : 1.0);
   state.counters["GFLOP/s"] = flops * static_cast<double>(state.iterations()) / secs * 1e-9;
   state.counters["GFLOP"] = flops * 1e-9;
+  // Subnormal values among the kept maps and their gradients: what would make trained weights slow.
+  Index subnormal = 0;
+  for (const auto* buf : {&ctx.maps, &ctx.grads})
+    for (S v : *buf) subnormal += std::fpclassify(v) == FP_SUBNORMAL;
+  state.counters["subnormal"] = static_cast<double>(subnormal);
+  // ‖θ − θ_fresh‖/‖θ_fresh‖: how far the fit moved the weights (0 for fresh ones).
+  const auto fresh = model_of(size, false)->params(), used = model->params();
+  double d2 = 0, f2 = 0;
+  for (std::size_t i = 0; i < fresh.size(); ++i) {
+    d2 += static_cast<double>(used[i] - fresh[i]) * static_cast<double>(used[i] - fresh[i]);
+    f2 += static_cast<double>(fresh[i]) * static_cast<double>(fresh[i]);
+  }
+  state.counters["moved"] = std::sqrt(d2 / f2);
 }
 
 void BM_UnetForward(benchmark::State& state) {
