@@ -143,25 +143,34 @@ TEST_CASE("2-D layers: ResnetBlock2d, Attention2d and TimestepEmbedding allocate
   CHECK(std::isfinite(dx[0]));
 }
 
+/// A float model's forward with context, backward and inference on `rows` rows of `x_value` at
+/// step 3 and `time`, once its context is made: no malloc, and a finite gradient.
+template <class M>
+void check_model_steady_state(const M& model, rtb::Index rows, float x_value, float time) {
+  using S = float;
+  const rtb::Index in = model.input_dim(), out_dim = model.output_dim();
+  rtb::RowMatrix<S> x = rtb::RowMatrix<S>::Constant(rows, in, x_value), out(rows, out_dim),
+                    d_out = rtb::RowMatrix<S>::Constant(rows, out_dim, 0.01f);
+  std::vector<S> grad(static_cast<std::size_t>(model.num_params()));
+  auto ctx = model.make_context(rows);
+  const rtb::Step<S> s{rtb::ConstMatrixView<S>(x.data(), rows, in), rtb::ConstMatrixView<S>(nullptr, rows, 0), 3, time, 0};
+  rtb::MatrixView<S> ov(out.data(), rows, out_dim);
+  const long before = g_allocations.load();
+  model.forward(s, ov, ctx);
+  model.backward(ctx, rtb::ConstMatrixView<S>(d_out.data(), rows, out_dim), std::span<S>(grad),
+                 rtb::GradientMode::Overwrite);
+  model.inference(s, ov, ctx);
+  CHECK(g_allocations.load() - before == 0);
+  CHECK(std::isfinite(grad[0]));
+}
+
 // The whole UNet at a CPU MNIST-like size (batch 8, 16×16, 32→64 channels, attention at the lower
 // level and in the middle): forward with context, backward and inference call no malloc.
 TEST_CASE("UNet: forward, backward and inference allocate nothing once the context is made") {
   using S = float;
   const rtb::Model model(rtb::UNet<S>({.height = 16, .width = 16, .channels = 1, .channels_per_level = {32, 64},
                                        .attention_levels = {1}, .groups = 32, .seed = 1}));
-  const rtb::Index rows = 8, D = model.input_dim();
-  rtb::RowMatrix<S> x = rtb::RowMatrix<S>::Constant(rows, D, 0.1f), out(rows, D),
-                    d_out = rtb::RowMatrix<S>::Constant(rows, D, 0.01f);
-  std::vector<S> grad(static_cast<std::size_t>(model.num_params()));
-  auto ctx = model.make_context(rows);
-  const rtb::Step<S> s{rtb::ConstMatrixView<S>(x.data(), rows, D), rtb::ConstMatrixView<S>(nullptr, rows, 0), 3, 420.0f, 0};
-  rtb::MatrixView<S> ov(out.data(), rows, D);
-  const long before = g_allocations.load();
-  model.forward(s, ov, ctx);
-  model.backward(ctx, rtb::ConstMatrixView<S>(d_out.data(), rows, D), std::span<S>(grad), rtb::GradientMode::Overwrite);
-  model.inference(s, ov, ctx);
-  CHECK(g_allocations.load() - before == 0);
-  CHECK(std::isfinite(grad[0]));
+  check_model_steady_state(model, 8, 0.1f, 420.0f);
 }
 
 // LoRA over an Mlp at the 2-D example's sizes: merging the adapters into the context's copy of
@@ -173,19 +182,7 @@ TEST_CASE("Lora<Mlp>: forward, backward and inference allocate nothing once the 
       Base({.input_dim = 2, .hidden = {64, 64}, .output_dim = 4, .seed = 1, .zero_init_last = false}));
   rtb::Model<rtb::Lora<Base>> model(rtb::Lora<Base>(base->net(), {.rank = 4, .alpha = 8.0}), base);
   for (S& v : model.params()) v = 0.01f;  // B nonzero too
-  const rtb::Index rows = 300;
-  rtb::RowMatrix<S> x = rtb::RowMatrix<S>::Constant(rows, 2, 0.3f), out(rows, 4),
-                    d_out = rtb::RowMatrix<S>::Constant(rows, 4, 0.01f);
-  std::vector<S> grad(static_cast<std::size_t>(model.num_params()));
-  auto ctx = model.make_context(rows);
-  const rtb::Step<S> s{rtb::ConstMatrixView<S>(x.data(), rows, 2), rtb::ConstMatrixView<S>(nullptr, rows, 0), 3, 0.4f, 0};
-  rtb::MatrixView<S> ov(out.data(), rows, 4);
-  const long before = g_allocations.load();
-  model.forward(s, ov, ctx);
-  model.backward(ctx, rtb::ConstMatrixView<S>(d_out.data(), rows, 4), std::span<S>(grad), rtb::GradientMode::Overwrite);
-  model.inference(s, ov, ctx);
-  CHECK(g_allocations.load() - before == 0);
-  CHECK(std::isfinite(grad[0]));
+  check_model_steady_state(model, 300, 0.3f, 0.4f);
 }
 
 // LoRA over the UNet above (attention q, k, v and two convs): merge, forward, the frozen walk with
@@ -200,17 +197,5 @@ TEST_CASE("Lora<UNet>: forward, adapter backward and inference allocate nothing 
                                             "mid_block.attentions.0.to_v", "conv_in", "up_blocks.1.resnets.0.conv1"};
   rtb::Model<rtb::Lora<U>> model(rtb::Lora<U>(base->net(), {.rank = 4, .targets = targets}), base);
   for (S& v : model.params()) v = 0.01f;
-  const rtb::Index rows = 4, D = model.input_dim();
-  rtb::RowMatrix<S> x = rtb::RowMatrix<S>::Constant(rows, D, 0.1f), out(rows, D),
-                    d_out = rtb::RowMatrix<S>::Constant(rows, D, 0.01f);
-  std::vector<S> grad(static_cast<std::size_t>(model.num_params()));
-  auto ctx = model.make_context(rows);
-  const rtb::Step<S> s{rtb::ConstMatrixView<S>(x.data(), rows, D), rtb::ConstMatrixView<S>(nullptr, rows, 0), 3, 420.0f, 0};
-  rtb::MatrixView<S> ov(out.data(), rows, D);
-  const long before = g_allocations.load();
-  model.forward(s, ov, ctx);
-  model.backward(ctx, rtb::ConstMatrixView<S>(d_out.data(), rows, D), std::span<S>(grad), rtb::GradientMode::Overwrite);
-  model.inference(s, ov, ctx);
-  CHECK(g_allocations.load() - before == 0);
-  CHECK(std::isfinite(grad[0]));
+  check_model_steady_state(model, 4, 0.1f, 420.0f);
 }
