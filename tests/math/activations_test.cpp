@@ -1,7 +1,12 @@
 // SPDX-License-Identifier: Apache-2.0
 #include <doctest/doctest.h>
 
+#include <bit>
 #include <cmath>
+#include <cstdint>
+#include <limits>
+#include <vector>
+
 #include <rtb/math/activations.hpp>
 #include <rtb/math/logsumexp.hpp>
 
@@ -20,6 +25,20 @@ TEST_CASE("fast_exp is accurate to a few ulp over its range") {
     worst_small = std::max(worst_small, std::fabs(rtb::math::fast_exp(xf) - ref) / ref);
   }
   CHECK(worst_small < 4e-7);  // a few ulp
+}
+
+TEST_CASE("clamp_select gives the float ternary's bits, NaN, infinities, signed zeros and bounds included") {
+  constexpr float inf = std::numeric_limits<float>::infinity();
+  const std::vector<float> xs = {-inf, -1e30f, -87.0001f, -87.0f, -86.9999f, -1.0f, -0.0f, 0.0f,
+                                 std::numeric_limits<float>::denorm_min(), 1.0f, 87.9999f, 88.0f, 88.0001f,
+                                 1e30f, inf, std::numeric_limits<float>::quiet_NaN()};
+  for (float x : xs) {
+    const float want = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
+    CAPTURE(x);
+    CHECK(std::bit_cast<std::uint32_t>(rtb::math::clamp_select(x, -87.0f, 88.0f)) == std::bit_cast<std::uint32_t>(want));
+  }
+  CHECK(rtb::math::fast_exp(-inf) == rtb::math::fast_exp(-87.0f));  // saturates, never 0·∞
+  CHECK(rtb::math::fast_exp(inf) == rtb::math::fast_exp(88.0f));
 }
 
 TEST_CASE("float GELU and its derivative match the exact double forms") {

@@ -23,10 +23,22 @@
 
 namespace rtb::math {
 
+/// x clamped to [lo, hi] (NaN passes through), as a bitwise select on the float's bits. A float
+/// ternary before further arithmetic is a branch GCC does not if-convert under -ftrapping-math
+/// (the default), so every loop calling fast_exp stayed scalar ("control flow in loop"); the
+/// integer select vectorises and gives the same bits. fmin/fmax are calls.
+RTB_HOST_DEVICE inline float clamp_select(float x, float lo, float hi) {
+  const std::int32_t below = -static_cast<std::int32_t>(x < lo), above = -static_cast<std::int32_t>(x > hi);
+  std::int32_t b = std::bit_cast<std::int32_t>(x);
+  b = (b & ~below) | (std::bit_cast<std::int32_t>(lo) & below);
+  b = (b & ~above) | (std::bit_cast<std::int32_t>(hi) & above);
+  return std::bit_cast<float>(b);
+}
+
 /// e^x for float, branch-free; exact to about one ulp on [-87, 88], saturating outside.
 /// The same polynomial on the host and on a device (no __expf), so both give the same bits.
 RTB_HOST_DEVICE inline float fast_exp(float x) {
-  x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);  // not fmin/fmax: those are calls, this vectorises
+  x = clamp_select(x, -87.0f, 88.0f);
   // n = round(x / ln 2) by the 1.5·2²³ trick (std::floor would block vectorisation).
   const float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
   float r = x - n * 0.693359375f;      // ln 2, high part (exact in float)
