@@ -231,7 +231,10 @@ class Conv2d {
             if (r < 0 || r >= H) continue;
             const S* __restrict src = plane + i * Wo;
             S* __restrict dst = dxb + (c * H + r) * W;
-            for (Index j = sp.j0; j < sp.j1; ++j) dst[j * s_ + off] += src[j];
+            if (s_ == 1)  // unit stride vectorises; the strided loop cannot
+              for (Index j = sp.j0; j < sp.j1; ++j) dst[j + off] += src[j];
+            else
+              for (Index j = sp.j0; j < sp.j1; ++j) dst[j * s_ + off] += src[j];
           }
         }
   }
