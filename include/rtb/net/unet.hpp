@@ -81,7 +81,7 @@ class UNet : public detail::NetEntryPoints<UNet<S>, S, S, UnetContext<S>> {
     Index blocks_per_level = 1;                        ///< layers_per_block
     std::vector<Index> attention_levels = {};          ///< levels with Attn{Down,Up}Block2D
     bool mid_attention = true;                         ///< UNetMidBlock2D add_attention
-    Index groups = 32;                                 ///< norm_num_groups
+    Index groups = 8;                                  ///< norm_num_groups (< every width: docs/unet.md)
     Index attention_head_dim = 0;                      ///< 0: one head over all channels
     std::uint64_t seed = 0;
   };
