@@ -23,7 +23,6 @@
 
 #include <cmath>
 #include <cstdint>
-#include <map>
 #include <memory>
 #include <numeric>
 #include <span>
@@ -39,63 +38,11 @@
 #include <rtb/train/relative_trajectory_balance.hpp>
 
 #include "setup.hpp"
+#include "unet_setup.hpp"
 
 namespace {
 
-using rtb::Index;
-using S = float;
-using Net = rtb::UNet<S>;
-
-constexpr Index kBatch = 32;
-
-Net::Options paper_like(Index size) {
-  return {.height = size,
-          .width = size,
-          .channels = 1,
-          .channels_per_level = {32, 64},
-          .blocks_per_level = 1,
-          .attention_levels = {1},
-          .mid_attention = true,
-          .groups = 32,
-          .seed = rtb_bench::kSeed};
-}
-
-/// Smooth random images in [−1, 1]: a random-phase plane wave per image plus a little noise.
-void wave_images(rtb::MatrixView<S> x, std::int64_t it, Index size) {
-  const rtb::math::NoiseKey key{rtb_bench::kSeed, rtb::math::Stream::Data, static_cast<std::uint64_t>(it)};
-  for (Index r = 0; r < x.rows(); ++r) {
-    const auto row = static_cast<std::uint64_t>(r);
-    const S fx = 3 * rtb::math::uniform<S>(key, row, 1, 0), fy = 3 * rtb::math::uniform<S>(key, row, 1, 1);
-    const S phase = 6.2831853f * rtb::math::uniform<S>(key, row, 1, 2);
-    for (Index i = 0; i < size; ++i)
-      for (Index j = 0; j < size; ++j)
-        x(r, i * size + j) = 0.8f * std::sin(phase + 6.2831853f * (fx * static_cast<S>(i) + fy * static_cast<S>(j)) /
-                                                         static_cast<S>(size)) +
-                             0.1f * rtb::math::normal<S>(key, row, 0, static_cast<std::uint32_t>(i * size + j));
-  }
-}
-
-/// The fresh or the (once-)fitted model of a size.
-std::shared_ptr<const rtb::Model<Net>> model_of(Index size, bool trained) {
-  static std::map<std::pair<Index, bool>, std::shared_ptr<const rtb::Model<Net>>> cache;
-  auto& m = cache[{size, trained}];
-  if (!m) {
-    rtb::Model<Net> model{Net(paper_like(size))};
-    if (trained)
-      rtb::fit_prior(
-          rtb::DdpmProcess<S>(size * size, 100), model,
-          [&](rtb::MatrixView<S> x, std::int64_t it) { wave_images(x, it, size); },
-          rtb::PriorFitConfig{.batch_size = 16,
-                              .iterations = 20,
-                              .learning_rate = 1e-3,
-                              .step_fraction = 0.01,  // one step of the 100 a row
-                              .threads = 1,
-                              .block_rows = 16,
-                              .seed = rtb_bench::kSeed});
-    m = std::make_shared<const rtb::Model<Net>>(std::move(model));
-  }
-  return m;
-}
+using namespace rtb_bench::unet;
 
 void unet(benchmark::State& state, bool backward) {
   const Index size = state.range(0);

@@ -9,7 +9,7 @@
 # autograd, runs both benchmark suites (REPS repetitions, medians reported), measures peak RSS
 # at T = 100, 250, 500, 1000 (one process each) and prints the ratios peer time / rtb time for
 # the RTB step and for sampling at batch 500, T = 100: rtb at 2 threads (and 1), the peer at its
-# best thread count. Everything lands in OUT (default <build-dir>/compare): per-benchmark JSON,
+# best thread count, and for the UNet's forward and backward (one thread each). Everything lands in OUT (default <build-dir>/compare): per-benchmark JSON,
 # rtb.txt and torch.txt (medians), memory.txt, vs_t.csv and the plot (PLOT, default
 # OUT/benchmarks_vs_T.png).
 #
@@ -177,6 +177,14 @@ for what in RtbStep Sample; do
   done
 done
 for what in RtbStep Sample; do paired "$what" 2 "$(best_threads "$what")"; done
+echo "== UNet, batch 32, one thread each (peer time / rtb time; size/trained)"
+for what in UnetForward UnetBackward; do
+  for arg in 28/0 28/1 16/0 16/1; do
+    mine=$(secs "$out/rtb.txt" "BM_$what/$arg")
+    peer=$(secs "$out/torch.txt" "BM_Torch$what/$arg")
+    [ -n "$mine" ] && [ -n "$peer" ] && echo "$what/$arg: rtb ${mine}s, peer ${peer}s -> $(ratio "$peer" "$mine")x"
+  done
+done
 for T in 100 1000; do
   echo "peak RSS T=$T: rtb $(rss_mib rtb $T) MiB, peer $(rss_mib torch $T) MiB"
 done

@@ -3,6 +3,12 @@
 //
 //   BM_TorchRtbStep/B/T/threads   one autograd RTB step, s/step
 //   BM_TorchSample/B/T/threads    B trajectories without gradient, traj/s
+//   BM_TorchUnetForward/size/trained, BM_TorchUnetBackward/size/trained
+//                                 rtb's BM_UnetForward/Backward (bench_unet.cpp) on torch_unet.hpp's
+//                                 twin of the same UNet, the same weights (copied by name) and images,
+//                                 one thread: a forward under autograd (the graph is the kept maps),
+//                                 and a backward of it (retain_graph, so each iteration is one
+//                                 backward; gradients accumulate into .grad as in a training loop)
 //
 // and two modes outside Google Benchmark:
 //
@@ -28,7 +34,9 @@
 #include <ATen/Version.h>
 
 #include "../flops.hpp"
+#include "../unet_setup.hpp"
 #include "torch_rtb.hpp"
+#include "torch_unet.hpp"
 
 namespace {
 
@@ -93,6 +101,48 @@ void BM_TorchSample(benchmark::State& state) {
   state.counters["blas_threads"] = blas_threads;
 }
 BENCHMARK(BM_TorchSample)->Args({500, 100, 1})->Args({500, 100, 2})->MinTime(1.0)->UseRealTime()->Unit(benchmark::kMillisecond);
+
+void torch_unet(benchmark::State& state, bool backward) {
+  namespace u = rtb_bench::unet;
+  const rtb::Index size = state.range(0), B = u::kBatch;
+  const int blas_threads = set_threads(1);
+  const auto model = u::model_of(size, state.range(1) != 0);
+  rtb_peer::UNet net(rtb_peer::options_of<float>(model->net().options()));
+  rtb_peer::load_parameters(net, *model);
+  const rtb::Index D = model->input_dim();
+  rtb::RowMatrix<float> x(B, D), d_out(B, D);
+  u::wave_images(rtb::MatrixView<float>(x.data(), B, D), 1000, size);
+  const rtb::math::NoiseKey key{rtb_bench::kSeed, rtb::math::Stream::User, 0xD0u};
+  for (rtb::Index i = 0; i < d_out.size(); ++i) d_out.data()[i] = rtb::math::normal<float>(key, static_cast<std::uint64_t>(i), 0, 0);
+  const std::vector<std::int64_t> shape = {B, 1, size, size};
+  const torch::Tensor tx = torch::from_blob(x.data(), shape, torch::kFloat32).clone().requires_grad_(true);
+  const torch::Tensor td = torch::from_blob(d_out.data(), shape, torch::kFloat32).clone();
+  torch::Tensor eps = net->forward(tx, 500);  // the forward backward reads, and a warm-up
+  eps.backward(td, true);
+  const rtb_bench::WallTimer timer;
+  for (auto _ : state) {
+    if (backward) {
+      eps.backward(td, true);
+    } else {
+      eps = net->forward(tx, 500);
+    }
+    benchmark::DoNotOptimize(eps.data_ptr());
+    benchmark::ClobberMemory();
+  }
+  const double secs = timer.seconds();
+  const double flops = 2.0 * static_cast<double>(model->net().macs_per_row() * B) * (backward ? 2.0 : 1.0);
+  state.counters["GFLOP/s"] = flops * static_cast<double>(state.iterations()) / secs * 1e-9;
+  state.counters["GFLOP"] = flops * 1e-9;
+  state.counters["blas_threads"] = blas_threads;
+}
+void BM_TorchUnetForward(benchmark::State& state) {
+  torch_unet(state, false);
+}
+void BM_TorchUnetBackward(benchmark::State& state) {
+  torch_unet(state, true);
+}
+BENCHMARK(BM_TorchUnetForward)->ArgsProduct({{28, 16}, {0, 1}})->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_TorchUnetBackward)->ArgsProduct({{28, 16}, {0, 1}})->UseRealTime()->Unit(benchmark::kMillisecond);
 
 int print_config() {
   std::cout << "torch " << TORCH_VERSION << "\n" << torch::show_config();

@@ -3,13 +3,20 @@
 // weights (copied by state_dict name), the same trajectories (built by rtb's engine: on-policy
 // rows rolled out with exploration, given rows built backward from mixture samples), the same
 // log Z. Compares Σ log p_post, Σ log p_prior, log r, the loss, every parameter's gradient and
-// ∂L/∂log Z, in float (relative 1e-4) and double (relative 1e-12). Exit status 0 = all agree.
+// ∂L/∂log Z, in float (relative 1e-4) and double (relative 1e-12). Then rtb::UNet against the
+// torch UNet2DModel twin of torch_unet.hpp on the same weights (copied by state_dict name, so the
+// names and shapes of docs/unet.md are checked too): ε, ∂L/∂x and every parameter's gradient of
+// L = Σ w ⊙ ε, in double on a tiny net with every feature (2 levels, 2 blocks a level, 4 heads,
+// weights and norms perturbed off their initialisation) and in float on the benchmarks' net.
+// Exit status 0 = all agree.
 
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <exception>
 #include <span>
+#include <string>
+#include <utility>
 #include <vector>
 
 #include <rtb/objective/relative_tb.hpp>
@@ -17,6 +24,7 @@
 #include <rtb/train/trajectory_engine.hpp>
 
 #include "torch_rtb.hpp"
+#include "torch_unet.hpp"
 
 namespace {
 
@@ -153,6 +161,83 @@ bool check(const char* name, torch::Dtype dtype, double tol) {
   return ok;
 }
 
+/// rtb::UNet<S> against rtb_peer::UNet: ε, ∂/∂x and parameter gradients of L = Σ w ⊙ ε.
+template <class S>
+bool check_unet(const char* name, const typename rtb::UNet<S>::Options& o, Index B, torch::Dtype dtype, double tol) {
+  using Net = rtb::UNet<S>;
+  rtb::Model<Net> model{Net(o)};
+  {  // off the initialisation, so that every tensor (norm γ = 1 and β = 0 included) is seen
+    const rtb::math::NoiseKey key{21, rtb::math::Stream::User, 0};
+    auto p = model.params();
+    for (std::size_t i = 0; i < p.size(); ++i) p[i] = p[i] * S(1.1) + S(0.05) * rtb::math::normal<S>(key, i, 0, 0);
+  }
+  const Index D = model.input_dim();
+  const std::int64_t tau = 417;
+  std::vector<S> x(static_cast<std::size_t>(B * D)), w(x.size()), eps(x.size()), grad(static_cast<std::size_t>(model.num_params()));
+  const rtb::math::NoiseKey key{22, rtb::math::Stream::User, 0};
+  for (std::size_t i = 0; i < x.size(); ++i) {
+    x[i] = rtb::math::normal<S>(key, i, 0, 0);
+    w[i] = rtb::math::normal<S>(key, i, 1, 0);
+  }
+  auto ctx = model.make_context(B);
+  const rtb::Step<S> step{ConstMatrixView<S>(x.data(), B, D), ConstMatrixView<S>(nullptr, B, 0), 0, S(tau), 0};
+  model.forward(step, MatrixView<S>(eps.data(), B, D), ctx);
+  model.backward(ctx, ConstMatrixView<S>(w.data(), B, D), std::span<S>(grad), rtb::GradientMode::Overwrite);
+  const auto dx = ctx.input_gradient(D);
+  const std::vector<double> dx_rtb(dx.data(), dx.data() + B * D);
+
+  rtb_peer::UNet tnet(rtb_peer::options_of<S>(o));
+  tnet->to(dtype);
+  rtb_peer::load_parameters(tnet, model);
+  const std::vector<std::int64_t> shape = {B, o.channels, o.height, o.width};
+  torch::Tensor tx = torch::from_blob(x.data(), shape, dtype).clone().requires_grad_(true);
+  const torch::Tensor tw = torch::from_blob(w.data(), shape, dtype).clone();
+  const torch::Tensor teps = tnet->forward(tx, tau);
+  (teps * tw).sum().backward();
+
+  bool ok = true;
+  auto report = [&](const char* what, double err) {
+    const bool pass = err <= tol;
+    ok = ok && pass;
+    std::printf("[%s] %-34s rel. error %.3e (limit %.0e) %s\n", name, what, err, tol, pass ? "ok" : "FAIL");
+  };
+  report("epsilon", rel_error(std::vector<double>(eps.begin(), eps.end()), to_vector(teps)));
+  report("dL/dx", rel_error(dx_rtb, to_vector(tx.grad())));
+  std::vector<double> all_rtb, all_torch;
+  std::vector<std::pair<std::string, std::pair<std::vector<double>, std::vector<double>>>> tensors;
+  for (const auto& item : tnet->named_parameters()) {
+    const rtb::ParameterTensor* pt = model.layout().find(item.key());
+    std::vector<double> g_torch = to_vector(item.value().grad());
+    std::vector<double> g_rtb(grad.begin() + pt->offset, grad.begin() + pt->offset + pt->size);
+    all_rtb.insert(all_rtb.end(), g_rtb.begin(), g_rtb.end());
+    all_torch.insert(all_torch.end(), g_torch.begin(), g_torch.end());
+    tensors.push_back({item.key(), {std::move(g_rtb), std::move(g_torch)}});
+  }
+  report("gradient, all parameters", rel_error(all_rtb, all_torch));
+  // Per tensor, relative to its own scale; tensors whose exact gradient is 0 (a key bias shifts
+  // every score of a query alike; a time projection into a GroupNorm of one channel a group adds
+  // a constant the norm removes) hold rounding noise only and are counted apart.
+  double global = 0, worst = 0;
+  for (double v : all_torch) global = std::max(global, std::fabs(v));
+  std::string worst_name;
+  int zero = 0;
+  for (const auto& [key, g] : tensors) {
+    double scale = 0;
+    for (double v : g.second) scale = std::max(scale, std::fabs(v));
+    if (scale < 1e-5 * global) {
+      ++zero;
+      std::printf("[%s]   zero: %s\n", name, key.c_str());
+      continue;
+    }
+    const double e = rel_error(g.first, g.second);
+    if (e >= worst) worst = e, worst_name = key;
+  }
+  std::printf("[%s]   %zu tensors; worst single tensor %s, rel. error %.3e (%d with a gradient below 1e-5 of the largest: 0 exactly)\n",
+              name, tensors.size(), worst_name.c_str(), worst, zero);
+  report("gradient, worst single tensor", worst);
+  return ok;
+}
+
 }  // namespace
 
 int main() {
@@ -160,8 +245,30 @@ int main() {
     torch::set_num_threads(1);
     const bool f = check<float>("float", torch::kFloat32, 1e-4);
     const bool d = check<double>("double", torch::kFloat64, 1e-12);
-    std::printf("%d passed, %d failed\n", int(f) + int(d), int(!f) + int(!d));
-    return f && d ? 0 : 1;
+    const rtb::UNet<double>::Options tiny{.height = 8,
+                                          .width = 8,
+                                          .channels = 2,
+                                          .channels_per_level = {8, 16},
+                                          .blocks_per_level = 2,
+                                          .attention_levels = {1},
+                                          .mid_attention = true,
+                                          .groups = 4,
+                                          .attention_head_dim = 4,
+                                          .seed = 5};
+    const bool ud = check_unet<double>("unet double", tiny, 3, torch::kFloat64, 1e-12);
+    const rtb::UNet<float>::Options bench{.height = 16,
+                                          .width = 16,
+                                          .channels = 1,
+                                          .channels_per_level = {32, 64},
+                                          .blocks_per_level = 1,
+                                          .attention_levels = {1},
+                                          .mid_attention = true,
+                                          .groups = 32,
+                                          .seed = 12345};
+    const bool uf = check_unet<float>("unet float", bench, 4, torch::kFloat32, 1e-4);
+    const int passed = int(f) + int(d) + int(ud) + int(uf);
+    std::printf("%d passed, %d failed\n", passed, 4 - passed);
+    return passed == 4 ? 0 : 1;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "rtb_torch_check: %s\n", e.what());
     return 1;
