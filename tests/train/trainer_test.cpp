@@ -296,7 +296,9 @@ TEST_CASE("flushing subnormals changes no result: a fitted prior, and RTB on it,
   // come out the same bit for bit.
   using Control = rtb::detail::FloatControl;
   const Process p(2, 10, 1.0f);
-  auto two_modes = [](rtb::MatrixView<S> x, std::int64_t it) {
+  bool data_flushed = false;
+  auto two_modes = [&](rtb::MatrixView<S> x, std::int64_t it) {
+    data_flushed = data_flushed || rtb::detail::ScopedFlushDenormal::active();  // the user's code: the user's mode
     for (rtb::Index i = 0; i < x.rows(); ++i) {
       const S side = (i + it) % 2 ? 1.0f : -1.0f;
       x(i, 0) = 3 * side + 0.1f * std::sin(static_cast<S>(i * 7 + it));
@@ -322,6 +324,10 @@ TEST_CASE("flushing subnormals changes no result: a fitted prior, and RTB on it,
   rtb::Model<Net> flushed = fit(true), unflushed(small_net());
   CHECK(denormal_flag_after([&] { unflushed = fit(false); }));
   CHECK(std::equal(flushed.params().begin(), flushed.params().end(), unflushed.params().begin()));
+  CHECK(!data_flushed);
+  const Control::Word before = Control::get() & ~Control::kFlags;
+  CHECK_THROWS_AS(rtb::fit_prior(p, unflushed, two_modes, rtb::PriorFitConfig{.iterations = -1}), rtb::InvalidArgumentError);
+  CHECK((Control::get() & ~Control::kFlags) == before);
 
   auto config = [](bool flush) {
     return rtb::Config{.batch_size = 40, .threads = 1, .block_rows = 16, .seed = 11, .flush_denormals = flush};
