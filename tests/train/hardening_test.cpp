@@ -5,12 +5,16 @@
 #include <doctest/doctest.h>
 
 #include <atomic>
+#include <cfenv>
 #include <cmath>
 #include <filesystem>
 #include <limits>
 #include <memory>
+#include <mutex>
 #include <rtb/rtb.hpp>
+#include <set>
 #include <stdexcept>
+#include <thread>
 
 #include "../test_util.hpp"
 
@@ -24,13 +28,23 @@ struct Boom : std::runtime_error {
   Boom() : std::runtime_error("boom") {}
 };
 
-/// A PisMlp whose forward throws on its n-th call (counting across copies and threads).
+/// What the forwards of a Flaky saw of the floating-point mode, over all threads.
+struct ModeRecord {
+  std::atomic<long> calls{0}, flushed{0}, other_mode{0};
+  rtb::detail::FloatControl::Word mode = 0;  ///< the control bits expected besides FTZ/DAZ (rounding, masks)
+  std::mutex mutex;
+  std::set<std::thread::id> threads;
+};
+
+/// A PisMlp whose forward throws on its n-th call (counting across copies and threads), and
+/// records the floating-point mode it runs in.
 struct Flaky {
   using Scalar = S;
   using Value = S;
   using Context = Net::Context;
   Net net;
   std::shared_ptr<std::atomic<long>> countdown = std::make_shared<std::atomic<long>>(-1);
+  std::shared_ptr<ModeRecord> mode = std::make_shared<ModeRecord>();
 
   rtb::Index input_dim() const { return net.input_dim(); }
   rtb::Index output_dim() const { return net.output_dim(); }
@@ -51,12 +65,27 @@ struct Flaky {
     net.backward(w, c, d, g, m);
   }
   void tick() const {
+    ++mode->calls;
+    if (rtb::detail::ScopedFlushDenormal::active()) ++mode->flushed;
+    using Control = rtb::detail::FloatControl;
+    if ((Control::get() & ~(Control::kFlags | Control::kFlush)) != mode->mode) ++mode->other_mode;
+    {
+      const std::lock_guard lock(mode->mutex);
+      mode->threads.insert(std::this_thread::get_id());
+    }
     if (countdown->fetch_sub(1) == 0) throw Boom();
   }
 };
 static_assert(rtb::Denoiser<Flaky>);
 
 Net small_net() { return Net({.dim = 2, .hidden = 16, .harmonics = 8, .seed = 3, .zero_init_last = false}); }
+std::atomic<bool> reward_flushed{false};
+auto square_reward() {
+  return rtb::make_reward([](std::span<const S> x) {
+    reward_flushed = rtb::detail::ScopedFlushDenormal::active();
+    return -x[0] * x[0];
+  });
+}
 rtb::Config config(rtb::Index threads) {
   return rtb::Config{.batch_size = 32, .replay_fraction = 0.25, .replay_capacity = 64, .threads = threads,
                      .block_rows = 8, .seed = 5};
@@ -77,8 +106,7 @@ TEST_CASE("an exception in a parallel region reaches the caller and leaves the t
       CAPTURE(at);
       Flaky net{small_net()};
       auto countdown = net.countdown;
-      rtb::RelativeTrajectoryBalance trainer(kProcess, net, rtb::make_reward([](std::span<const S> x) { return -x[0] * x[0]; }),
-                                             config(threads));
+      rtb::RelativeTrajectoryBalance trainer(kProcess, net, square_reward(), config(threads));
       trainer.train(3);  // the replay buffer fills: later steps have stored rows too
       const auto before = params_of(trainer);
       const double log_z = trainer.learned_log_z();
@@ -209,4 +237,48 @@ TEST_CASE("masked data and conditions with bad tokens are typed errors, not out-
   CHECK_THROWS_AS(trainer.step(rtb::ConstMatrixView<std::int32_t>(c.data(), 4, 1)), rtb::ShapeError);
   c(5, 0) = 1;
   CHECK(std::isfinite(trainer.step(rtb::ConstMatrixView<std::int32_t>(c.data(), 32, 1)).loss));
+}
+
+TEST_CASE("the trainer computes with subnormals flushed on every thread and gives the caller's mode back, also on a throw") {
+  using Control = rtb::detail::FloatControl;
+  std::fenv_t saved;
+  std::fegetenv(&saved);
+  for (bool flush : {true, false}) {
+    for (rtb::Index threads : {1, 2}) {
+      CAPTURE(flush);
+      CAPTURE(threads);
+      // the caller's own mode: rounding toward zero, FTZ/DAZ off
+      std::fesetround(FE_TOWARDZERO);
+      Control::set(Control::get() & ~Control::kFlush);
+      const Control::Word before = Control::get() & ~Control::kFlags;
+      auto same_mode = [&] { return (Control::get() & ~Control::kFlags) == before; };
+      Flaky net{small_net()};
+      net.mode->mode = before;
+      auto cfg = config(threads);
+      cfg.flush_denormals = flush;
+      rtb::RelativeTrajectoryBalance trainer(kProcess, net, square_reward(), cfg);
+      reward_flushed = true;
+      trainer.train(2);
+      CHECK(same_mode());
+      CHECK(!reward_flushed);  // the reward is the user's code: the user's mode
+      const ModeRecord& seen = *net.mode;
+      CHECK(seen.calls.load() > 0);
+      CHECK(seen.flushed.load() == (flush && Control::supported ? seen.calls.load() : 0));  // every forward, every thread
+      CHECK(seen.other_mode.load() == 0);  // the workers compute in the caller's rounding mode
+      WARN(seen.threads.size() == static_cast<std::size_t>(threads));  // likely, not certain: the pool test makes sure
+      trainer.sample(16, 1);
+      trainer.evaluate(16, 2);
+      CHECK(same_mode());
+      CHECK(seen.flushed.load() == (flush && Control::supported ? seen.calls.load() : 0));
+      net.countdown->store(threads == 1 ? 5 : 40);  // a forward throws (during back-propagation, on a worker maybe)
+      CHECK_THROWS_AS(trainer.step(), Boom);
+      CHECK(same_mode());
+      net.countdown->store(3);
+      CHECK_THROWS_AS(trainer.sample(40, 1), Boom);
+      CHECK(same_mode());
+      CHECK_THROWS_AS(trainer.sample(0, 1), rtb::EmptyBatchError);
+      CHECK(same_mode());
+    }
+  }
+  std::fesetenv(&saved);
 }

@@ -3,6 +3,7 @@
 
 #include <doctest/doctest.h>
 
+#include <cfenv>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -284,4 +285,56 @@ TEST_CASE("gradient memory is one buffer per thread, not one per block") {
   // 16 more blocks add per-row arrays only (a few KiB), not 16 more gradient buffers
   CHECK(large - small < 2 * per_block_gradient);
   MESSAGE("workspace 256 rows: ", small, " B, 512 rows: ", large, " B; one gradient: ", per_block_gradient, " B");
+}
+
+TEST_CASE("flushing subnormals changes no result: a fitted prior, and RTB on it, with and without FTZ/DAZ") {
+  // A prior fitted to two far modes has large pre-activations, and its GELU derivatives and their
+  // products reach the subnormal range (checked below through MXCSR's denormal-operand flag, so the
+  // comparison is not vacuous). The fit and the fine-tuning run once with Config::flush_denormals
+  // and once without, in one thread; the claim of docs/algorithm.md ("Floating-point mode") is that
+  // the flushed values are far below anything they are added to, so every parameter and log Z
+  // come out the same bit for bit.
+  using Control = rtb::detail::FloatControl;
+  const Process p(2, 10, 1.0f);
+  bool data_flushed = false;
+  auto two_modes = [&](rtb::MatrixView<S> x, std::int64_t it) {
+    data_flushed = data_flushed || rtb::detail::ScopedFlushDenormal::active();  // the user's code: the user's mode
+    for (rtb::Index i = 0; i < x.rows(); ++i) {
+      const S side = (i + it) % 2 ? 1.0f : -1.0f;
+      x(i, 0) = 3 * side + 0.1f * std::sin(static_cast<S>(i * 7 + it));
+      x(i, 1) = -3 * side + 0.1f * std::cos(static_cast<S>(i * 3 + it));
+    }
+  };
+  auto denormal_flag_after = [](auto&& run) {  // whether an operation met a subnormal operand (x86)
+    std::feclearexcept(FE_ALL_EXCEPT);
+    run();
+#if defined(RTB_FLOAT_CONTROL_X86)
+    return (Control::get() & 0x2u) != 0;  // MXCSR.DE
+#else
+    return true;
+#endif
+  };
+  auto fit = [&](bool flush) {
+    rtb::Model<Net> prior(small_net());
+    rtb::fit_prior(p, prior, two_modes,
+                   rtb::PriorFitConfig{.batch_size = 64, .iterations = 200, .learning_rate = 1e-2, .threads = 1,
+                                       .block_rows = 16, .flush_denormals = flush});
+    return prior;
+  };
+  rtb::Model<Net> flushed = fit(true), unflushed(small_net());
+  CHECK(denormal_flag_after([&] { unflushed = fit(false); }));
+  CHECK(std::equal(flushed.params().begin(), flushed.params().end(), unflushed.params().begin()));
+  CHECK(!data_flushed);
+  const Control::Word before = Control::get() & ~Control::kFlags;
+  CHECK_THROWS_AS(rtb::fit_prior(p, unflushed, two_modes, rtb::PriorFitConfig{.iterations = -1}), rtb::InvalidArgumentError);
+  CHECK((Control::get() & ~Control::kFlags) == before);
+
+  auto config = [](bool flush) {
+    return rtb::Config{.batch_size = 40, .threads = 1, .block_rows = 16, .seed = 11, .flush_denormals = flush};
+  };
+  rtb::RelativeTrajectoryBalance a(p, flushed, bowl_reward(), config(true)), b(p, flushed, bowl_reward(), config(false));
+  a.train(20);
+  CHECK(denormal_flag_after([&] { b.train(20); }));
+  CHECK(same_params(a, b));
+  CHECK(a.sample(50, 3) == b.sample(50, 3));
 }

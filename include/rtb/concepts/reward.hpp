@@ -10,6 +10,7 @@
 #include <concepts>
 #include <span>
 
+#include "rtb/detail/flush_denormal.hpp"
 #include "rtb/space.hpp"
 
 namespace rtb {
@@ -28,9 +29,10 @@ template <class R, class Value, class Scalar, class C = Value>
 concept Reward = ConditionalReward<R, Value, Scalar, C> || UnconditionalReward<R, Value, Scalar>;
 
 namespace detail {
-/// Calls whichever form the reward has.
+/// Calls whichever form the reward has, in the floating-point mode of the entry point's caller.
 template <class R, class V, class S, class C>
 void call_log_reward(R& r, ConstMatrixView<V> x, ConstMatrixView<C> c, std::span<S> out) {
+  const ScopedCallerFloatMode callers_mode;  // user code: the caller's own floating-point mode
   if constexpr (ConditionalReward<R, V, S, C>)
     r.log_reward(x, c, out);
   else

@@ -6,7 +6,10 @@
 /// the index (< size()) of the thread running the task, so tasks can use per-thread scratch.
 /// Tasks are claimed in increasing order. An exception thrown by a task is captured, the tasks
 /// not yet started are skipped, every running task is waited for, and the first exception is
-/// rethrown on the caller's thread: no worker outlives the call. No allocation per call.
+/// rethrown on the caller's thread: no worker outlives the call. No allocation per call. The
+/// workers run a call's tasks in the caller's floating-point mode (rounding, FTZ/DAZ: what
+/// detail/flush_denormal.hpp sets) and go back to their own after, so a result does not depend on
+/// which thread computed it.
 
 #include <algorithm>
 #include <atomic>
@@ -19,6 +22,7 @@
 #include <vector>
 
 #include "rtb/base.hpp"
+#include "rtb/detail/flush_denormal.hpp"
 #include "rtb/error.hpp"
 
 namespace rtb::detail {
@@ -61,6 +65,7 @@ class ThreadPool {
       std::lock_guard lock(mutex_);
       fn_ = const_cast<void*>(static_cast<const void*>(&f));
       call_ = call;
+      mode_ = FloatMode::current();
       count_ = n;
       next_.store(0);
       failed_.store(false);
@@ -95,13 +100,18 @@ class ThreadPool {
   void work(Index worker) {
     std::size_t seen = 0;
     for (;;) {
+      FloatMode mode;
       {
         std::unique_lock lock(mutex_);
         wake_.wait(lock, [&] { return stop_ || generation_ != seen; });
         if (stop_) return;
         seen = generation_;
+        mode = mode_;
       }
-      run_tasks(worker);
+      {
+        ScopedFloatMode in_callers_mode(mode);
+        run_tasks(worker);
+      }
       {
         std::lock_guard lock(mutex_);
         if (--pending_ == 0) done_.notify_one();
@@ -130,6 +140,7 @@ class ThreadPool {
   bool stop_ = false;
   void* fn_ = nullptr;
   void (*call_)(void*, Index, Index) = nullptr;
+  FloatMode mode_;  // the caller's, for this call's tasks
 };
 
 /// Lets parallel tasks add their results into one accumulator in task order (task 0 first), so

@@ -30,6 +30,7 @@
 #include <vector>
 
 #include "rtb/concepts/denoiser.hpp"
+#include "rtb/detail/flush_denormal.hpp"
 #include "rtb/error.hpp"
 #include "rtb/net/gemm.hpp"
 #include "rtb/net/init.hpp"
@@ -139,11 +140,14 @@ class Lora {
     return c;
   }
 
+  /// Subnormals flushed in each entry point (detail/flush_denormal.hpp).
   void inference(const Weights<S>& w, const step_of_t<N>& s, View<S, Space> out, Context& c) const {
+    const detail::ScopedFlushDenormal flush;
     merge(w, c);
     base_.inference(Weights<S>{std::span<const S>(c.merged)}, s, out, c.base);
   }
   void forward(const Weights<S>& w, const step_of_t<N>& s, View<S, Space> out, Context& c) const {
+    const detail::ScopedFlushDenormal flush;
     merge(w, c);
     base_.forward(Weights<S>{std::span<const S>(c.merged)}, s, out, c.base);
   }
@@ -151,6 +155,7 @@ class Lora {
   void backward(const Weights<S>& w, Context& c, View<const S, Space> d_out, std::span<S> grad,
                 GradientMode mode) const {
     RTB_ASSERT(static_cast<Index>(grad.size()) == num_params());
+    const detail::ScopedFlushDenormal flush;
     if (mode == GradientMode::Overwrite) std::fill(grad.begin(), grad.end(), S(0));
     const Index r = o_.rank;
     S* u = c.scratch.data() + Traits::scratch_floats(base_, c.max_rows);

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "rtb/concepts/denoiser.hpp"
+#include "rtb/detail/flush_denormal.hpp"
 #include "rtb/error.hpp"
 
 namespace rtb {
@@ -115,13 +116,17 @@ class Model {
   }
 
   Context make_context(Index max_rows) const { return net_.make_context(max_rows); }
+  /// The net's entry points with these weights, subnormals flushed (detail/flush_denormal.hpp).
   void inference(const step_of_t<N>& s, View<Scalar, Space> out, Context& ctx) const {
+    const detail::ScopedFlushDenormal flush;
     net_.inference(weights(), s, out, ctx);
   }
   void forward(const step_of_t<N>& s, View<Scalar, Space> out, Context& ctx) const {
+    const detail::ScopedFlushDenormal flush;
     net_.forward(weights(), s, out, ctx);
   }
   void backward(Context& ctx, View<const Scalar, Space> d_out, std::span<Scalar> grad, GradientMode mode) const {
+    const detail::ScopedFlushDenormal flush;
     net_.backward(weights(), ctx, d_out, grad, mode);
   }
 

@@ -10,6 +10,7 @@
 #include <tuple>
 #include <type_traits>
 
+#include "rtb/detail/flush_denormal.hpp"
 #include "rtb/train/config.hpp"
 
 namespace rtb {
@@ -50,10 +51,11 @@ struct CheckpointEvery {
 
 namespace detail {
 
-/// Calls every callback with `args`; returns false if one that returns bool returned false
-/// (every callback is still called).
+/// Calls every callback with `args`, in the floating-point mode of the entry point's caller;
+/// returns false if one that returns bool returned false (every callback is still called).
 template <class... Args, class... Callbacks>
 bool call_callbacks(std::tuple<Args&...> args, Callbacks&... callbacks) {
+  const ScopedCallerFloatMode callers_mode;
   bool go = true;
   (
       [&](auto& cb) {

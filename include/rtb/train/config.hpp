@@ -71,6 +71,10 @@ struct Config {
   Index threads = 0;                   ///< worker threads, the caller included; 0 = all cores
   Index block_rows = 128;              ///< rows per parallel block (fixed: results do not depend on threads)
   std::uint64_t seed = 0;              ///< every random draw is keyed by this
+  bool flush_denormals = true;         ///< run each call with subnormals flushed to zero (FTZ/DAZ), restoring the
+                                       ///< caller's mode after; false computes in the caller's own mode (and
+                                       ///< gradual underflow, at up to 3× the time with a trained prior). Results
+                                       ///< are the same (docs/algorithm.md, "Floating-point mode")
 };
 
 /// What one training step did.

@@ -28,6 +28,7 @@
 
 #include "rtb/concepts/denoiser.hpp"
 #include "rtb/concepts/noise_process.hpp"
+#include "rtb/detail/flush_denormal.hpp"
 #include "rtb/error.hpp"
 #include "rtb/net/adam.hpp"
 #include "rtb/net/model.hpp"
@@ -54,6 +55,7 @@ struct PriorFitConfig {
   /// initial weights, and leave e in the model at the end (callbacks see the raw θ; the returned
   /// optimiser's moments are θ's). 0 = off. DDPM priors are usually sampled from the EMA (0.9999).
   double ema_decay = 0;
+  bool flush_denormals = true;  ///< as Config::flush_denormals: subnormals flushed to zero during the fit
 };
 
 struct PriorFitStats {
@@ -74,6 +76,7 @@ Adam<typename N::Scalar, space_of_t<N>> fit_prior(const P& process, Model<N>& mo
   using V = typename P::Value;
   using C = condition_of_t<P>;
   using Space = space_of_t<P>;
+  const detail::ScopedFlushDenormal flush(cfg.flush_denormals);  // the data function runs in the caller's mode
   if (cfg.batch_size <= 0)
     throw EmptyBatchError(detail::message("fit_prior: batch_size must be positive, got ", cfg.batch_size));
   if (!(cfg.step_fraction > 0 && cfg.step_fraction <= 1))
@@ -152,10 +155,13 @@ Adam<typename N::Scalar, space_of_t<N>> fit_prior(const P& process, Model<N>& mo
                                                        : MatrixView<V>(x_host.data(), B, D);
     MatrixView<C> c = std::is_same_v<Space, HostSpace> ? MatrixView<C>(eng.conditions().data(), B, cond_dim)
                                                        : MatrixView<C>(c_host.data(), B, cond_dim);
-    if constexpr (conditional)
-      data(x, c, it);
-    else
-      data(x, it);
+    {
+      const detail::ScopedCallerFloatMode callers_mode;
+      if constexpr (conditional)
+        data(x, c, it);
+      else
+        data(x, it);
+    }
     if constexpr (requires { process.check_end_states(const_view(x), "fit_prior data"); })
       process.check_end_states(const_view(x), "fit_prior data");
     if (cond_dim > 0) detail::check_conditions(process, const_view(c), B, cond_dim, "fit_prior data");

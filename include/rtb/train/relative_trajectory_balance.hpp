@@ -18,7 +18,8 @@
 /// → back-propagate → reduce (the Reduction policy: identity for one process, an all-reduce for
 /// data-parallel replicas) → update. `compute_gradient()` runs all but the update, which
 /// `apply_gradient()` performs; `step()` is both. `Objective` is RelativeTB (default),
-/// RelativeVarGrad or the ReinforceKL baseline.
+/// RelativeVarGrad or the ReinforceKL baseline. Each phase, sample and evaluate flush subnormals
+/// (Config::flush_denormals) and restore the caller's mode; the reward and callbacks run in it.
 
 #include <algorithm>
 #include <cmath>
@@ -34,7 +35,7 @@
 #include "rtb/concepts/denoiser.hpp"
 #include "rtb/concepts/noise_process.hpp"
 #include "rtb/concepts/reduction.hpp"
-#include "rtb/concepts/reward.hpp"
+#include "rtb/concepts/reward.hpp"  // and detail/flush_denormal.hpp
 #include "rtb/error.hpp"
 #include "rtb/net/adam.hpp"
 #include "rtb/net/model.hpp"
@@ -126,12 +127,14 @@ class RelativeTrajectoryBalance {
   /// Every phase but the update: the reduced gradient in gradient(), parameters untouched. Throws
   /// (changing nothing) on a NaN reward, a −∞ one under the throwing policy, or a non-finite gradient.
   StepStats compute_gradient() {
+    const detail::ScopedFlushDenormal flush(config_.flush_denormals);
     if (cond_dim_ > 0)
       throw InvalidArgumentError(detail::message("this problem reads ", cond_dim_,
                                                  " condition columns per row; pass them: step(conditions)"));
     return compute(false);
   }
   StepStats compute_gradient(ConstMatrixView<C> conditions) {
+    const detail::ScopedFlushDenormal flush(config_.flush_denormals);
     detail::check_conditions(process_, conditions, config_.batch_size, cond_dim_, "step");
     detail::check_log_z_entries(conditions, config_.log_z_table, config_.log_z_column);
     std::copy_n(conditions.data(), conditions.size(), host_cond_.data());
@@ -141,6 +144,7 @@ class RelativeTrajectoryBalance {
   /// The update: clip, Adam on the posterior, log Z; adds the batch's on-policy end points to the
   /// replay buffer; advances the iteration. `st` is what compute_gradient() returned.
   void apply_gradient(StepStats& st) {
+    const detail::ScopedFlushDenormal flush(config_.flush_denormals);
     if (!pending_) throw InvalidArgumentError("apply_gradient: call compute_gradient() first");
     pending_ = false;
     const Config& c = config_;
@@ -345,6 +349,7 @@ class RelativeTrajectoryBalance {
   }
 
   Evaluation<S, V> rollouts(Index n, std::uint64_t seed, bool score, const ConstMatrixView<C>* conditions) {
+    const detail::ScopedFlushDenormal flush(config_.flush_denormals);
     detail::check_sample_count<V, S>(n, process_.state_dim(), cond_dim_, "sample/evaluate");
     Engine eng(process_, posterior_.net(), prior_->net(), cond_dim_, std::min(config_.block_rows, n), engine_.threads());
     return detail::rollouts(eng, posterior_, score ? prior_.get() : nullptr, reward_, config_.beta, n, seed, conditions);

@@ -9,6 +9,7 @@
 
 #include "rtb/concepts/denoiser.hpp"
 #include "rtb/concepts/noise_process.hpp"
+#include "rtb/detail/flush_denormal.hpp"
 #include "rtb/error.hpp"
 #include "rtb/net/model.hpp"
 #include "rtb/samples.hpp"
@@ -26,6 +27,7 @@ Samples<typename P::Value> sample_end_states(const P& process, const Model<N>& m
   using S = typename P::Scalar;
   using C = condition_of_t<P>;
   using Space = space_of_t<P>;
+  const detail::ScopedFlushDenormal flush;
   const Index n = conditions.rows();
   if (block_rows <= 0) throw InvalidArgumentError(detail::message("sample_end_states: block_rows must be positive, got ", block_rows));
   const Index cond_dim = detail::resolve_condition_dim(process, model.net(), model.net(), conditions.cols());
