@@ -3,6 +3,10 @@
 //
 //   BM_Sample/B/T/threads    trainer.sample(B): B trajectories of T steps, no gradient, traj/s
 //   BM_RtbStep/B/T/threads   one RelativeTrajectoryBalance::step(), s/step and GFLOP/s
+//   BM_SampleTrained/B/T/threads/weights/flush, BM_RtbStepTrained/B/T/threads/weights/flush
+//                            the same on the weights users run (setup.hpp's Weights: 1 = the gmm2d
+//                            demo's fitted prior, 2 = that prior and a partly fine-tuned posterior),
+//                            with Config::flush_denormals on (1, the default) or off (0)
 //
 // Timings are wall-clock. The trainer is built and stepped once before timing, so the timed steps
 // are the steady state (no allocation, warm caches). The exploration schedule holds σ_expl = 0.5
@@ -46,6 +50,45 @@ void BM_RtbStep(benchmark::State& state) {
 // T = 250 and 500 feed the step-time-against-T plot (docs/benchmarks_vs_T.png).
 BENCHMARK(BM_RtbStep)
     ->ArgsProduct({{500}, {100, 250, 500, 1000}, {1, 2}})
+    ->MinTime(2.0)
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
+
+rtb_bench::Weights weights_of(const benchmark::State& state) {
+  return static_cast<rtb_bench::Weights>(state.range(3));
+}
+
+void BM_SampleTrained(benchmark::State& state) {
+  const rtb::Index B = state.range(0), T = state.range(1), threads = state.range(2);
+  rtb_bench::Trainer trainer = rtb_bench::make_trainer(B, T, threads, weights_of(state), state.range(4) != 0);
+  rtb_bench::load_posterior(trainer, weights_of(state));
+  std::uint64_t seed = 1;
+  benchmark::DoNotOptimize(trainer.sample(B, seed++));
+  const rtb_bench::WallTimer timer;
+  for (auto _ : state) benchmark::DoNotOptimize(trainer.sample(B, seed++));
+  const double secs = timer.seconds(), n = static_cast<double>(state.iterations());
+  state.counters["traj/s"] = static_cast<double>(B) * n / secs;
+  state.counters["GFLOP/s"] = rtb_bench::sample_flops(trainer.posterior().layout(), B, T) * n / secs * 1e-9;
+}
+BENCHMARK(BM_SampleTrained)
+    ->ArgsProduct({{500}, {100}, {1, 2}, {1, 2}, {1, 0}})
+    ->MinTime(1.0)
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
+
+void BM_RtbStepTrained(benchmark::State& state) {
+  const rtb::Index B = state.range(0), T = state.range(1), threads = state.range(2);
+  rtb_bench::Trainer trainer = rtb_bench::make_trainer(B, T, threads, weights_of(state), state.range(4) != 0);
+  rtb_bench::load_posterior(trainer, weights_of(state));
+  benchmark::DoNotOptimize(trainer.step());
+  const rtb_bench::WallTimer timer;
+  for (auto _ : state) benchmark::DoNotOptimize(trainer.step());
+  const double secs = timer.seconds(), n = static_cast<double>(state.iterations());
+  state.counters["s/step"] = secs / n;
+  state.counters["GFLOP/s"] = rtb_bench::rtb_step_flops(trainer.posterior().layout(), B, T) * n / secs * 1e-9;
+}
+BENCHMARK(BM_RtbStepTrained)
+    ->ArgsProduct({{500}, {100}, {1, 2}, {1, 2}, {1, 0}})
     ->MinTime(2.0)
     ->UseRealTime()
     ->Unit(benchmark::kMillisecond);

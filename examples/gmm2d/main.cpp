@@ -4,6 +4,7 @@
 // p_post ∝ p_prior · r with log r = log p_9GMM − log p_25GMM (so log Z = 0 for an exact prior).
 //
 //   gmm2d [--seed N] [--iterations N] [--batch N] [--out DIR] [--threads N] [--baseline] [--smoke]
+//         [--save-prior DIR] [--save-posterior DIR]
 //
 // Prints progress, writes PNGs to --out and ends with one `metrics method=…` line per method.
 
@@ -40,6 +41,7 @@ struct Options {
   rtb::Index threads = 0;
   bool baseline = false;
   bool smoke = false;
+  std::string save_prior, save_posterior;  // empty: not saved
 };
 
 struct Quality {
@@ -83,6 +85,8 @@ int main(int argc, char** argv) {
   app.add_option("--threads", o.threads, "threads (0 = all cores)");
   app.add_flag("--baseline", o.baseline, "also run the REINFORCE+KL baseline");
   app.add_flag("--smoke", o.smoke, "tiny configuration for tests");
+  app.add_option("--save-prior", o.save_prior, "directory to save the fitted prior's weights in (.npy per tensor)");
+  app.add_option("--save-posterior", o.save_posterior, "directory to save the fine-tuned posterior's weights in");
   CLI11_PARSE(app, argc, argv);
   std::setvbuf(stdout, nullptr, _IOLBF, 0);  // progress lines appear as they happen, even in a log file
   if (o.smoke) {
@@ -123,6 +127,10 @@ int main(int argc, char** argv) {
                         static_cast<long long>(pc.iterations), s.loss, seconds_since(t_prior));
         });
     const double prior_secs = seconds_since(t_prior);
+    if (!o.save_prior.empty()) {
+      rtb::save_parameters(prior, o.save_prior);
+      std::printf("wrote the prior's weights to %s\n", o.save_prior.c_str());
+    }
 
     rtb::MixtureRatioReward<S> reward(target, grid);
     // The reference's schedule (exploration 0.5 held for 10% of the run, then linear to 0 at 90%;
@@ -156,6 +164,10 @@ int main(int argc, char** argv) {
     trainer.train(o.iterations,
                   rtb::ProgressPrinter{.every = std::max<std::int64_t>(1, o.iterations / 10), .total = o.iterations});
     const double rtb_secs = seconds_since(t_rtb);
+    if (!o.save_posterior.empty()) {
+      rtb::save_parameters(trainer.posterior(), o.save_posterior);
+      std::printf("wrote the posterior's weights to %s\n", o.save_posterior.c_str());
+    }
     const auto post = trainer.evaluate(o.eval_samples, o.seed + 2);
     const Quality q = quality(post);
     const auto log_r_fn = [&](double a, double b) {
