@@ -19,9 +19,13 @@
 
 namespace {
 
-void BM_Sample(benchmark::State& state) {
+using rtb_bench::Weights;
+
+/// trainer.sample(B) on the given weights, traj/s and GFLOP/s.
+void sample_bench(benchmark::State& state, Weights w, bool flush) {
   const rtb::Index B = state.range(0), T = state.range(1), threads = state.range(2);
-  rtb_bench::Trainer trainer = rtb_bench::make_trainer(B, T, threads);
+  rtb_bench::Trainer trainer = rtb_bench::make_trainer(B, T, threads, w, flush);
+  rtb_bench::load_posterior(trainer, w);
   std::uint64_t seed = 1;
   benchmark::DoNotOptimize(trainer.sample(B, seed++));
   const rtb_bench::WallTimer timer;
@@ -29,6 +33,27 @@ void BM_Sample(benchmark::State& state) {
   const double secs = timer.seconds(), n = static_cast<double>(state.iterations());
   state.counters["traj/s"] = static_cast<double>(B) * n / secs;
   state.counters["GFLOP/s"] = rtb_bench::sample_flops(trainer.posterior().layout(), B, T) * n / secs * 1e-9;
+}
+
+/// One trainer.step() on the given weights, s/step and GFLOP/s.
+void step_bench(benchmark::State& state, Weights w, bool flush) {
+  const rtb::Index B = state.range(0), T = state.range(1), threads = state.range(2);
+  rtb_bench::Trainer trainer = rtb_bench::make_trainer(B, T, threads, w, flush);
+  rtb_bench::load_posterior(trainer, w);
+  benchmark::DoNotOptimize(trainer.step());
+  const rtb_bench::WallTimer timer;
+  for (auto _ : state) benchmark::DoNotOptimize(trainer.step());
+  const double secs = timer.seconds(), n = static_cast<double>(state.iterations());
+  state.counters["s/step"] = secs / n;
+  state.counters["GFLOP/s"] = rtb_bench::rtb_step_flops(trainer.posterior().layout(), B, T) * n / secs * 1e-9;
+}
+
+Weights weights_of(const benchmark::State& state) {
+  return static_cast<Weights>(state.range(3));
+}
+
+void BM_Sample(benchmark::State& state) {
+  sample_bench(state, Weights::Fresh, true);
 }
 BENCHMARK(BM_Sample)
     ->Args({500, 100, 1})
@@ -38,14 +63,7 @@ BENCHMARK(BM_Sample)
     ->Unit(benchmark::kMillisecond);
 
 void BM_RtbStep(benchmark::State& state) {
-  const rtb::Index B = state.range(0), T = state.range(1), threads = state.range(2);
-  rtb_bench::Trainer trainer = rtb_bench::make_trainer(B, T, threads);
-  benchmark::DoNotOptimize(trainer.step());
-  const rtb_bench::WallTimer timer;
-  for (auto _ : state) benchmark::DoNotOptimize(trainer.step());
-  const double secs = timer.seconds(), n = static_cast<double>(state.iterations());
-  state.counters["s/step"] = secs / n;
-  state.counters["GFLOP/s"] = rtb_bench::rtb_step_flops(trainer.posterior().layout(), B, T) * n / secs * 1e-9;
+  step_bench(state, Weights::Fresh, true);
 }
 // T = 250 and 500 feed the step-time-against-T plot (docs/benchmarks_vs_T.png).
 BENCHMARK(BM_RtbStep)
@@ -54,21 +72,8 @@ BENCHMARK(BM_RtbStep)
     ->UseRealTime()
     ->Unit(benchmark::kMillisecond);
 
-rtb_bench::Weights weights_of(const benchmark::State& state) {
-  return static_cast<rtb_bench::Weights>(state.range(3));
-}
-
 void BM_SampleTrained(benchmark::State& state) {
-  const rtb::Index B = state.range(0), T = state.range(1), threads = state.range(2);
-  rtb_bench::Trainer trainer = rtb_bench::make_trainer(B, T, threads, weights_of(state), state.range(4) != 0);
-  rtb_bench::load_posterior(trainer, weights_of(state));
-  std::uint64_t seed = 1;
-  benchmark::DoNotOptimize(trainer.sample(B, seed++));
-  const rtb_bench::WallTimer timer;
-  for (auto _ : state) benchmark::DoNotOptimize(trainer.sample(B, seed++));
-  const double secs = timer.seconds(), n = static_cast<double>(state.iterations());
-  state.counters["traj/s"] = static_cast<double>(B) * n / secs;
-  state.counters["GFLOP/s"] = rtb_bench::sample_flops(trainer.posterior().layout(), B, T) * n / secs * 1e-9;
+  sample_bench(state, weights_of(state), state.range(4) != 0);
 }
 BENCHMARK(BM_SampleTrained)
     ->ArgsProduct({{500}, {100}, {1, 2}, {1, 2}, {1, 0}})
@@ -77,15 +82,7 @@ BENCHMARK(BM_SampleTrained)
     ->Unit(benchmark::kMillisecond);
 
 void BM_RtbStepTrained(benchmark::State& state) {
-  const rtb::Index B = state.range(0), T = state.range(1), threads = state.range(2);
-  rtb_bench::Trainer trainer = rtb_bench::make_trainer(B, T, threads, weights_of(state), state.range(4) != 0);
-  rtb_bench::load_posterior(trainer, weights_of(state));
-  benchmark::DoNotOptimize(trainer.step());
-  const rtb_bench::WallTimer timer;
-  for (auto _ : state) benchmark::DoNotOptimize(trainer.step());
-  const double secs = timer.seconds(), n = static_cast<double>(state.iterations());
-  state.counters["s/step"] = secs / n;
-  state.counters["GFLOP/s"] = rtb_bench::rtb_step_flops(trainer.posterior().layout(), B, T) * n / secs * 1e-9;
+  step_bench(state, weights_of(state), state.range(4) != 0);
 }
 BENCHMARK(BM_RtbStepTrained)
     ->ArgsProduct({{500}, {100}, {1, 2}, {1, 2}, {1, 0}})

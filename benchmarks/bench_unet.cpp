@@ -48,11 +48,8 @@ void unet(benchmark::State& state, bool backward) {
   const Index size = state.range(0);
   const auto model = model_of(size, state.range(1) != 0);
   const Index D = model->input_dim();
-  rtb::RowMatrix<S> x(kBatch, D), out(kBatch, D), d_out(kBatch, D);
-  wave_images(rtb::MatrixView<S>(x.data(), kBatch, D), 1000, size);
-  const rtb::math::NoiseKey key{rtb_bench::kSeed, rtb::math::Stream::User, 0xD0u};
-  for (Index i = 0; i < d_out.size(); ++i)
-    d_out.data()[i] = rtb::math::normal<S>(key, static_cast<std::uint64_t>(i), 0, 0);
+  const auto [x, d_out] = inputs(size);
+  rtb::RowMatrix<S> out(kBatch, D);
   auto ctx = model->make_context(kBatch);
   std::vector<S> grad(static_cast<std::size_t>(model->num_params()));
   const rtb::Step<S> step{rtb::ConstMatrixView<S>(x.data(), kBatch, D), rtb::ConstMatrixView<S>(nullptr, kBatch, 0), 0,

@@ -55,6 +55,21 @@ inline void wave_images(rtb::MatrixView<S> x, std::int64_t it, Index size) {
   }
 }
 
+/// What a forward and a backward of kBatch images read: wave images (draw 1000) and a standard
+/// normal ∂L/∂ε, each [kBatch, size²].
+struct Inputs {
+  rtb::RowMatrix<S> x, d_out;
+};
+inline Inputs inputs(Index size) {
+  const Index D = size * size;
+  Inputs in{rtb::RowMatrix<S>(kBatch, D), rtb::RowMatrix<S>(kBatch, D)};
+  wave_images(rtb::MatrixView<S>(in.x.data(), kBatch, D), 1000, size);
+  const rtb::math::NoiseKey key{kSeed, rtb::math::Stream::User, 0xD0u};
+  for (Index i = 0; i < in.d_out.size(); ++i)
+    in.d_out.data()[i] = rtb::math::normal<S>(key, static_cast<std::uint64_t>(i), 0, 0);
+  return in;
+}
+
 /// The fresh or the (once-)fitted model of a size.
 inline std::shared_ptr<const rtb::Model<Net>> model_of(Index size, bool trained) {
   static std::map<std::pair<Index, bool>, std::shared_ptr<const rtb::Model<Net>>> cache;

@@ -109,14 +109,10 @@ void torch_unet(benchmark::State& state, bool backward) {
   const auto model = u::model_of(size, state.range(1) != 0);
   rtb_peer::UNet net(rtb_peer::options_of<float>(model->net().options()));
   rtb_peer::load_parameters(net, *model);
-  const rtb::Index D = model->input_dim();
-  rtb::RowMatrix<float> x(B, D), d_out(B, D);
-  u::wave_images(rtb::MatrixView<float>(x.data(), B, D), 1000, size);
-  const rtb::math::NoiseKey key{rtb_bench::kSeed, rtb::math::Stream::User, 0xD0u};
-  for (rtb::Index i = 0; i < d_out.size(); ++i) d_out.data()[i] = rtb::math::normal<float>(key, static_cast<std::uint64_t>(i), 0, 0);
+  auto in = u::inputs(size);  // the images and ∂L/∂ε rtb's BM_Unet* read
   const std::vector<std::int64_t> shape = {B, 1, size, size};
-  const torch::Tensor tx = torch::from_blob(x.data(), shape, torch::kFloat32).clone().requires_grad_(true);
-  const torch::Tensor td = torch::from_blob(d_out.data(), shape, torch::kFloat32).clone();
+  const torch::Tensor tx = torch::from_blob(in.x.data(), shape, torch::kFloat32).clone().requires_grad_(true);
+  const torch::Tensor td = torch::from_blob(in.d_out.data(), shape, torch::kFloat32).clone();
   torch::Tensor eps = net->forward(tx, 500);  // the forward backward reads, and a warm-up
   eps.backward(td, true);
   const rtb_bench::WallTimer timer;

@@ -23,6 +23,7 @@
 #include <rtb/process/gaussian_process.hpp>
 #include <rtb/train/trajectory_engine.hpp>
 
+#include "../unet_setup.hpp"
 #include "torch_rtb.hpp"
 #include "torch_unet.hpp"
 
@@ -256,15 +257,7 @@ int main() {
                                           .attention_head_dim = 4,
                                           .seed = 5};
     const bool ud = check_unet<double>("unet double", tiny, 3, torch::kFloat64, 1e-12);
-    const rtb::UNet<float>::Options bench{.height = 16,
-                                          .width = 16,
-                                          .channels = 1,
-                                          .channels_per_level = {32, 64},
-                                          .blocks_per_level = 1,
-                                          .attention_levels = {1},
-                                          .mid_attention = true,
-                                          .groups = 32,
-                                          .seed = 12345};
+    const auto bench = rtb_bench::unet::paper_like(16);  // the benchmarks' net (seed 12345)
     const bool uf = check_unet<float>("unet float", bench, 4, torch::kFloat32, 1e-4);
     const int passed = int(f) + int(d) + int(ud) + int(uf);
     std::printf("%d passed, %d failed\n", passed, 4 - passed);
