@@ -71,10 +71,7 @@ void unet(benchmark::State& state, bool backward) {
     benchmark::DoNotOptimize(grad.data());
     benchmark::ClobberMemory();
   }
-  const double secs = timer.seconds();
-  const double flops = 2.0 * static_cast<double>(model->net().macs_per_row() * kBatch) * (backward ? 2.0 : 1.0);
-  state.counters["GFLOP/s"] = flops * static_cast<double>(state.iterations()) / secs * 1e-9;
-  state.counters["GFLOP"] = flops * 1e-9;
+  set_flop_counters(state, model->net(), backward, timer.seconds());
   // Subnormal values among the kept maps and their gradients: what would make trained weights slow.
   Index subnormal = 0;
   for (const auto* buf : {&ctx.maps, &ctx.grads})

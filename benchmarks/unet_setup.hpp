@@ -70,6 +70,16 @@ inline Inputs inputs(Index size) {
   return in;
 }
 
+/// GFLOP and GFLOP/s of `iterations` forwards (or backwards, counted as twice a forward) of kBatch
+/// images in `secs`: 2·macs_per_row() a forward image. (A template, so that this header needs no
+/// Google Benchmark: rtb_torch_check includes it and does not link it.)
+template <class State>
+void set_flop_counters(State& state, const Net& net, bool backward, double secs) {
+  const double flops = 2.0 * static_cast<double>(net.macs_per_row() * kBatch) * (backward ? 2.0 : 1.0);
+  state.counters["GFLOP/s"] = flops * static_cast<double>(state.iterations()) / secs * 1e-9;
+  state.counters["GFLOP"] = flops * 1e-9;
+}
+
 /// The fresh or the (once-)fitted model of a size.
 inline std::shared_ptr<const rtb::Model<Net>> model_of(Index size, bool trained) {
   static std::map<std::pair<Index, bool>, std::shared_ptr<const rtb::Model<Net>>> cache;

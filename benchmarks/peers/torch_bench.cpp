@@ -125,10 +125,7 @@ void torch_unet(benchmark::State& state, bool backward) {
     benchmark::DoNotOptimize(eps.data_ptr());
     benchmark::ClobberMemory();
   }
-  const double secs = timer.seconds();
-  const double flops = 2.0 * static_cast<double>(model->net().macs_per_row() * B) * (backward ? 2.0 : 1.0);
-  state.counters["GFLOP/s"] = flops * static_cast<double>(state.iterations()) / secs * 1e-9;
-  state.counters["GFLOP"] = flops * 1e-9;
+  u::set_flop_counters(state, model->net(), backward, timer.seconds());
   state.counters["blas_threads"] = blas_threads;
 }
 void BM_TorchUnetForward(benchmark::State& state) {

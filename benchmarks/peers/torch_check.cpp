@@ -48,6 +48,29 @@ std::vector<double> to_vector(const torch::Tensor& t) {
   return std::vector<double>(c.data_ptr<double>(), c.data_ptr<double>() + c.numel());
 }
 
+/// One parameter tensor's gradient on both sides, matched by name.
+struct NamedGradient {
+  std::string name;
+  std::vector<double> rtb, torch;
+};
+
+/// For every parameter of the torch module, in its order: rtb's gradient (the slice of `grad`, a
+/// flat buffer in `layout`'s order, under the same name) and torch's .grad; and both concatenated.
+template <class S>
+std::vector<NamedGradient> gradients_by_name(torch::nn::Module& module, const rtb::ParameterLayout& layout,
+                                             const std::vector<S>& grad, NamedGradient& all) {
+  std::vector<NamedGradient> out;
+  for (const auto& item : module.named_parameters()) {
+    const rtb::ParameterTensor* pt = layout.find(item.key());
+    NamedGradient g{item.key(), std::vector<double>(grad.begin() + pt->offset, grad.begin() + pt->offset + pt->size),
+                    to_vector(item.value().grad())};
+    all.rtb.insert(all.rtb.end(), g.rtb.begin(), g.rtb.end());
+    all.torch.insert(all.torch.end(), g.torch.begin(), g.torch.end());
+    out.push_back(std::move(g));
+  }
+  return out;
+}
+
 template <class S>
 bool check(const char* name, torch::Dtype dtype, double tol) {
   using Process = rtb::GaussianProcess<S>;
@@ -147,18 +170,12 @@ bool check(const char* name, torch::Dtype dtype, double tol) {
   report("log r per row", rel_error(as_double(log_r), to_vector(t_log_r)), tol);
   report("loss", std::fabs(res.loss - loss.item<double>()) / std::fabs(loss.item<double>()), tol);
   report("dL/dlog Z", std::fabs(res_d_log_z - t_log_z.grad().item<double>()) / std::fabs(t_log_z.grad().item<double>()), tol);
-  std::vector<double> all_rtb, all_torch;
-  for (const auto& item : tpost->named_parameters()) {
-    const rtb::ParameterTensor* pt = post.layout().find(item.key());
-    const std::vector<double> g_torch = to_vector(item.value().grad());
-    const std::vector<double> g_rtb(grad.begin() + pt->offset, grad.begin() + pt->offset + pt->size);
-    std::printf("[%s]   grad %-40s rel. error %.3e\n", name, item.key().c_str(), rel_error(g_rtb, g_torch));
-    all_rtb.insert(all_rtb.end(), g_rtb.begin(), g_rtb.end());
-    all_torch.insert(all_torch.end(), g_torch.begin(), g_torch.end());
-  }
-  report("gradient, all parameters", rel_error(all_rtb, all_torch), tol);
+  NamedGradient every;
+  for (const NamedGradient& g : gradients_by_name(*tpost, post.layout(), grad, every))
+    std::printf("[%s]   grad %-40s rel. error %.3e\n", name, g.name.c_str(), rel_error(g.rtb, g.torch));
+  report("gradient, all parameters", rel_error(every.rtb, every.torch), tol);
   std::printf("[%s] loss %.6f, mean delta %.4f, |grad| max %.3e\n", name, loss.item<double>(), static_cast<double>(res.mean_delta),
-              *std::max_element(all_torch.begin(), all_torch.end(), [](double a, double b) { return std::fabs(a) < std::fabs(b); }));
+              *std::max_element(every.torch.begin(), every.torch.end(), [](double a, double b) { return std::fabs(a) < std::fabs(b); }));
   return ok;
 }
 
@@ -204,34 +221,26 @@ bool check_unet(const char* name, const typename rtb::UNet<S>::Options& o, Index
   };
   report("epsilon", rel_error(std::vector<double>(eps.begin(), eps.end()), to_vector(teps)));
   report("dL/dx", rel_error(dx_rtb, to_vector(tx.grad())));
-  std::vector<double> all_rtb, all_torch;
-  std::vector<std::pair<std::string, std::pair<std::vector<double>, std::vector<double>>>> tensors;
-  for (const auto& item : tnet->named_parameters()) {
-    const rtb::ParameterTensor* pt = model.layout().find(item.key());
-    std::vector<double> g_torch = to_vector(item.value().grad());
-    std::vector<double> g_rtb(grad.begin() + pt->offset, grad.begin() + pt->offset + pt->size);
-    all_rtb.insert(all_rtb.end(), g_rtb.begin(), g_rtb.end());
-    all_torch.insert(all_torch.end(), g_torch.begin(), g_torch.end());
-    tensors.push_back({item.key(), {std::move(g_rtb), std::move(g_torch)}});
-  }
-  report("gradient, all parameters", rel_error(all_rtb, all_torch));
+  NamedGradient every;
+  const std::vector<NamedGradient> tensors = gradients_by_name(*tnet, model.layout(), grad, every);
+  report("gradient, all parameters", rel_error(every.rtb, every.torch));
   // Per tensor, relative to its own scale; tensors whose exact gradient is 0 (a key bias shifts
   // every score of a query alike; a time projection into a GroupNorm of one channel a group adds
   // a constant the norm removes) hold rounding noise only and are counted apart.
   double global = 0, worst = 0;
-  for (double v : all_torch) global = std::max(global, std::fabs(v));
+  for (double v : every.torch) global = std::max(global, std::fabs(v));
   std::string worst_name;
   int zero = 0;
-  for (const auto& [key, g] : tensors) {
+  for (const NamedGradient& g : tensors) {
     double scale = 0;
-    for (double v : g.second) scale = std::max(scale, std::fabs(v));
+    for (double v : g.torch) scale = std::max(scale, std::fabs(v));
     if (scale < 1e-5 * global) {
       ++zero;
-      std::printf("[%s]   zero: %s\n", name, key.c_str());
+      std::printf("[%s]   zero: %s\n", name, g.name.c_str());
       continue;
     }
-    const double e = rel_error(g.first, g.second);
-    if (e >= worst) worst = e, worst_name = key;
+    const double e = rel_error(g.rtb, g.torch);
+    if (e >= worst) worst = e, worst_name = g.name;
   }
   std::printf("[%s]   %zu tensors; worst single tensor %s, rel. error %.3e (%d with a gradient below 1e-5 of the largest: 0 exactly)\n",
               name, tensors.size(), worst_name.c_str(), worst, zero);

@@ -60,10 +60,15 @@ struct Quality {
   double ess = 0;
 };
 
-Quality quality(const rtb::Evaluation<S>& e) {
+/// Mode weights, off-mode share and TV of samples against the 9-mode posterior (radius 2).
+rtb::ModeCoverage nine_modes(const rtb::Samples<S>& x) {
   const auto target = rtb::GaussianMixture<S>::posterior9();
+  return rtb::mode_coverage<S>(rtb::view_of(x), target.means(), target.weights(), 2.0);
+}
+
+Quality quality(const rtb::Evaluation<S>& e) {
   Quality q;
-  q.modes = rtb::mode_coverage<S>(rtb::view_of(e.samples), target.means(), target.weights(), 2.0);
+  q.modes = nine_modes(e.samples);
   q.mean_log_r = e.mean_log_r;
   q.log_z_is = e.log_partition.log_z_is;
   q.ess = e.log_partition.ess;
@@ -180,10 +185,9 @@ int main(int argc, char** argv) {
     auto probe = [&](auto& tr, const rtb::StepStats&) {
       const std::int64_t it = tr.iteration();
       if (o.tv_every <= 0 || it % o.tv_every != 0) return;
+      const double train_secs = seconds_since(t_rtb) - probe_secs;
       const auto t0 = Clock::now();
-      const double train_secs = std::chrono::duration<double>(t0 - t_rtb).count() - probe_secs;
-      const auto x = tr.sample(o.tv_samples, o.seed + 1000 + static_cast<std::uint64_t>(it));
-      const double tv = rtb::mode_coverage<S>(rtb::view_of(x), target.means(), target.weights(), 2.0).tv;
+      const double tv = nine_modes(tr.sample(o.tv_samples, o.seed + 1000 + static_cast<std::uint64_t>(it))).tv;
       probe_secs += seconds_since(t0);
       std::printf("[tv] it %6lld  tv %.4f  fine-tuning %.1fs  (probes %.1fs)\n", static_cast<long long>(it), tv,
                   train_secs, probe_secs);
