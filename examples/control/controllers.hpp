@@ -10,7 +10,9 @@
 //              route when y >= x, its mirror image otherwise), with a velocity-tracking
 //              acceleration command that cancels the damping and brakes inside the goal disc.
 // A `Controller` degrades the expert by a `Behaviour`: with probability random_prob a step's action
-// is uniform in [-1, 1]^da, otherwise expert + N(0, noise_std^2) per dimension. Draws are Philox-
+// is uniform in [-1, 1]^da, otherwise expert_scale * expert + N(0, noise_std^2) per dimension.
+// (D4RL's medium policies are half-trained agents; an epsilon-random, noisy expert is the
+// deterministic stand-in that lands its normalised score in the same band.) Draws are Philox-
 // keyed by (seed, episode, step), so a controller is a pure function of (state, episode, step) and
 // data sets are identical byte for byte for a seed whatever the order episodes are generated in.
 // Every action is clipped to +-0.99: the offline learner arctanh's them.
@@ -29,9 +31,9 @@ inline constexpr double kActionLimit = 0.99;  ///< |a| of every behaviour action
 
 /// How a controller departs from the expert.
 struct Behaviour {
-  double random_prob = 0;  ///< probability that a step's action is uniform in [-1, 1]^da
-  double noise_std = 0;    ///< Gaussian noise added to the expert's action otherwise
-  double expert_scale = 1; ///< the expert's action is multiplied by this before the noise
+  double random_prob = 0;   ///< probability that a step's action is uniform in [-1, 1]^da
+  double noise_std = 0;     ///< Gaussian noise added to the expert's action otherwise
+  double expert_scale = 1;  ///< the expert's action is multiplied by this before the noise
 };
 
 inline constexpr Behaviour kRandomBehaviour{1.0, 0.0, 1.0};
@@ -42,7 +44,9 @@ struct LqrExpert {
   double max_u;
   Vec operator()(const Vec& s) const { return (-K * s / max_u).cwiseMax(-kActionLimit).cwiseMin(kActionLimit); }
 };
-inline LqrExpert make_expert(const Lqr& env) { return {env.gain(), env.max_u}; }
+inline LqrExpert make_expert(const Lqr& env) {
+  return {env.gain(), env.max_u};
+}
 
 struct PendulumExpert {
   double balance_cos = 0.85, kp = 10, kd = 2, pump_gain = 1;
@@ -58,7 +62,9 @@ struct PendulumExpert {
     return Vec::Constant(1, std::clamp(u / Pendulum::max_torque, -kActionLimit, kActionLimit));
   }
 };
-inline PendulumExpert make_expert(const Pendulum&) { return {}; }
+inline PendulumExpert make_expert(const Pendulum&) {
+  return {};
+}
 
 struct PointMassExpert {
   PointMass env;
@@ -92,22 +98,31 @@ struct PointMassExpert {
     const Eigen::Vector2d to = (p - goal).norm() < 2 * env.goal_radius ? goal : target(p);
     const Eigen::Vector2d diff = to - p;
     const double speed = std::min(max_speed, brake_gain * (p - goal).norm() + 0.1);
-    const Eigen::Vector2d v_want = diff.norm() > 1e-9 ? Eigen::Vector2d(speed * diff.normalized()) : Eigen::Vector2d(0, 0);
+    const Eigen::Vector2d v_want =
+        diff.norm() > 1e-9 ? Eigen::Vector2d(speed * diff.normalized()) : Eigen::Vector2d(0, 0);
     Eigen::Vector2d a = (track_gain * (v_want - v) + env.damping * v) / env.max_accel;
     if (mirrored) std::swap(a[0], a[1]);
     return Vec{{std::clamp(a[0], -kActionLimit, kActionLimit), std::clamp(a[1], -kActionLimit, kActionLimit)}};
   }
 };
-inline PointMassExpert make_expert(const PointMass& env) { return {env}; }
+inline PointMassExpert make_expert(const PointMass& env) {
+  return {env};
+}
 
 /// Medium behaviour per task: tuned so the normalised score lands in D4RL's medium band (30-60;
 /// measured values in docs/control_envs.md).
 /// LQR's returns are quadratic in the state, so any stabilising controller scores above 90: its
 /// medium is a sluggish gain (0.08 K) that lets the instability grow, with random
 /// steps.
-inline Behaviour medium_behaviour(const Lqr&) { return {0.3, 0.3, 0.08}; }
-inline Behaviour medium_behaviour(const Pendulum&) { return {0.55, 0.3, 1.0}; }
-inline Behaviour medium_behaviour(const PointMass&) { return {0.55, 0.3, 1.0}; }
+inline Behaviour medium_behaviour(const Lqr&) {
+  return {0.3, 0.3, 0.08};
+}
+inline Behaviour medium_behaviour(const Pendulum&) {
+  return {0.55, 0.3, 1.0};
+}
+inline Behaviour medium_behaviour(const PointMass&) {
+  return {0.55, 0.3, 1.0};
+}
 
 /// Level lambda in [0, 1] between random (0) and medium (1): random_prob goes from 1 down to
 /// medium's, the noise is medium's. Medium-replay mixes levels 0, 1/3, 2/3 and 1.
@@ -133,7 +148,8 @@ struct Controller {
     Vec a(da);
     if (detail::uniform(seed, detail::Purpose::Behaviour, episode, step, 0, 0, 1) < behaviour.random_prob) {
       for (int d = 0; d < da; ++d)
-        a[d] = detail::uniform(seed, detail::Purpose::Behaviour, episode, step, static_cast<std::uint32_t>(d + 1), -1, 1);
+        a[d] =
+            detail::uniform(seed, detail::Purpose::Behaviour, episode, step, static_cast<std::uint32_t>(d + 1), -1, 1);
     } else {
       a = behaviour.expert_scale * expert(state);
       if (behaviour.noise_std > 0)

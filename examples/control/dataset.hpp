@@ -40,10 +40,14 @@ enum class DataKind { Random, Medium, Expert, MediumReplay };
 
 inline std::string to_string(DataKind k) {
   switch (k) {
-    case DataKind::Random: return "random";
-    case DataKind::Medium: return "medium";
-    case DataKind::Expert: return "expert";
-    case DataKind::MediumReplay: return "medium_replay";
+    case DataKind::Random:
+      return "random";
+    case DataKind::Medium:
+      return "medium";
+    case DataKind::Expert:
+      return "expert";
+    case DataKind::MediumReplay:
+      return "medium_replay";
   }
   return "?";
 }
@@ -53,8 +57,8 @@ inline DataKind parse_data_kind(std::string_view s) {
   if (s == "medium") return DataKind::Medium;
   if (s == "expert") return DataKind::Expert;
   if (s == "medium_replay" || s == "medium-replay") return DataKind::MediumReplay;
-  throw rtb::InvalidArgumentError(rtb::detail::message("data kind '", s,
-                                                       "' is unknown; use random, medium, expert or medium_replay"));
+  throw rtb::InvalidArgumentError(
+      rtb::detail::message("data kind '", s, "' is unknown; use random, medium, expert or medium_replay"));
 }
 
 struct Dataset {
@@ -74,10 +78,14 @@ struct Dataset {
 template <Environment E>
 Behaviour dataset_behaviour(const E& env, DataKind kind, std::size_t episode, std::size_t episodes) {
   switch (kind) {
-    case DataKind::Random: return kRandomBehaviour;
-    case DataKind::Medium: return medium_behaviour(env);
-    case DataKind::Expert: return kExpertBehaviour;
-    case DataKind::MediumReplay: return replay_behaviour(env, static_cast<double>(4 * episode / episodes) / 3.0);
+    case DataKind::Random:
+      return kRandomBehaviour;
+    case DataKind::Medium:
+      return medium_behaviour(env);
+    case DataKind::Expert:
+      return kExpertBehaviour;
+    case DataKind::MediumReplay:
+      return replay_behaviour(env, static_cast<double>(4 * episode / episodes) / 3.0);
   }
   return kRandomBehaviour;
 }
@@ -85,8 +93,7 @@ Behaviour dataset_behaviour(const E& env, DataKind kind, std::size_t episode, st
 /// `episodes` episodes of `kind` behaviour in `env`, reproducible by `seed`; see the file comment.
 template <Environment E>
 Dataset make_dataset(const E& env, DataKind kind, std::size_t episodes, std::uint64_t seed) {
-  if (episodes == 0)
-    throw rtb::InvalidArgumentError("make_dataset: episodes = 0; ask for at least one episode");
+  if (episodes == 0) throw rtb::InvalidArgumentError("make_dataset: episodes = 0; ask for at least one episode");
   const int ds = env.state_dim(), da = env.action_dim(), horizon = env.horizon();
   const auto cap = static_cast<rtb::Index>(episodes) * horizon;
   Dataset d;
@@ -99,7 +106,8 @@ Dataset make_dataset(const E& env, DataKind kind, std::size_t episodes, std::uin
     for (int t = 0; t < horizon; ++t, ++n) {
       const Vec a = c.act(s, e, t);
       const Transition tr = env.step(s, a);
-      d.states.row(n) = s.transpose(), d.actions.row(n) = a.transpose(), d.next_states.row(n) = tr.next_state.transpose();
+      d.states.row(n) = s.transpose(), d.actions.row(n) = a.transpose(),
+      d.next_states.row(n) = tr.next_state.transpose();
       d.rewards[n] = tr.reward, d.terminals[n] = tr.terminal ? 1 : 0, d.timeouts[n] = !tr.terminal && t + 1 == horizon;
       s = tr.next_state;
       if (tr.terminal) {
@@ -135,8 +143,8 @@ void check_finite(const char* array, const M& m) {
 inline void check_flags(const char* array, const Eigen::VectorXi& v) {
   for (rtb::Index r = 0; r < v.size(); ++r)
     if (v[r] != 0 && v[r] != 1)
-      throw rtb::InvalidArgumentError(rtb::detail::message("dataset: ", array, " row ", r, " is ", v[r],
-                                                           "; flags must be 0 or 1"));
+      throw rtb::InvalidArgumentError(
+          rtb::detail::message("dataset: ", array, " row ", r, " is ", v[r], "; flags must be 0 or 1"));
 }
 }  // namespace detail
 
@@ -191,13 +199,14 @@ namespace detail {
 inline rtb::NpyArray read_array(const std::filesystem::path& dir, const char* name, std::size_t dims) {
   const std::filesystem::path path = dir / (std::string(name) + ".npy");
   if (!std::filesystem::exists(path))
-    throw rtb::IoError(rtb::detail::message("load_dataset: ", path.string(),
-                                            " is missing; a data set directory holds states, actions, rewards, "
-                                            "next_states, terminals and timeouts .npy files (save_dataset writes them)"));
+    throw rtb::IoError(
+        rtb::detail::message("load_dataset: ", path.string(),
+                             " is missing; a data set directory holds states, actions, rewards, "
+                             "next_states, terminals and timeouts .npy files (save_dataset writes them)"));
   rtb::NpyArray a = rtb::read_npy(path);
   if (a.shape.size() != dims)
-    throw rtb::ShapeError(rtb::detail::message("load_dataset: ", path.string(), " is ", a.shape.size(),
-                                               "-D; expected ", dims, "-D (", dims == 1 ? "[N]" : "[N, width]", ")"));
+    throw rtb::ShapeError(rtb::detail::message("load_dataset: ", path.string(), " is ", a.shape.size(), "-D; expected ",
+                                               dims, "-D (", dims == 1 ? "[N]" : "[N, width]", ")"));
   return a;
 }
 }  // namespace detail
@@ -208,7 +217,8 @@ inline Dataset load_dataset(const std::filesystem::path& dir) {
   auto matrix = [&](const char* name, rtb::RowMatrix<double>& m) {
     const rtb::NpyArray a = detail::read_array(dir, name, 2);
     const std::vector<double> v = a.to_vector<double>();
-    m = rtb::ConstMatrixView<double>(v.data(), static_cast<rtb::Index>(a.shape[0]), static_cast<rtb::Index>(a.shape[1]));
+    m = rtb::ConstMatrixView<double>(v.data(), static_cast<rtb::Index>(a.shape[0]),
+                                     static_cast<rtb::Index>(a.shape[1]));
   };
   matrix("states", d.states), matrix("actions", d.actions), matrix("next_states", d.next_states);
   const std::vector<double> r = detail::read_array(dir, "rewards", 1).to_vector<double>();

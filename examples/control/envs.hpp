@@ -65,8 +65,9 @@ namespace detail {
 enum class Purpose : std::uint32_t { Reset = 1, Behaviour = 2, BehaviourNoise = 3 };
 
 inline rtb::math::NoiseKey key(std::uint64_t seed, Purpose p) {
-  return {seed, static_cast<rtb::math::Stream>(static_cast<std::uint32_t>(rtb::math::Stream::User) +
-                                               static_cast<std::uint32_t>(p)),
+  return {seed,
+          static_cast<rtb::math::Stream>(static_cast<std::uint32_t>(rtb::math::Stream::User) +
+                                         static_cast<std::uint32_t>(p)),
           0};
 }
 /// Uniform in [lo, hi) for (seed, purpose, episode, step, lane).
@@ -102,9 +103,9 @@ inline void check_state(const Vec& s, int ds, const char* who) {
 inline Mat lqr_gain(const Mat& A, const Mat& B, const Mat& Q, const Mat& R, double gamma, Mat* P_out = nullptr) {
   if (A.rows() != A.cols() || B.rows() != A.rows() || Q.rows() != A.rows() || Q.cols() != A.rows() ||
       R.rows() != B.cols() || R.cols() != B.cols())
-    throw rtb::ShapeError(rtb::detail::message("lqr_gain: A ", A.rows(), "x", A.cols(), ", B ", B.rows(), "x",
-                                               B.cols(), ", Q ", Q.rows(), "x", Q.cols(), ", R ", R.rows(), "x",
-                                               R.cols(), " do not fit; expected A n x n, B n x m, Q n x n, R m x m"));
+    throw rtb::ShapeError(rtb::detail::message("lqr_gain: A ", A.rows(), "x", A.cols(), ", B ", B.rows(), "x", B.cols(),
+                                               ", Q ", Q.rows(), "x", Q.cols(), ", R ", R.rows(), "x", R.cols(),
+                                               " do not fit; expected A n x n, B n x m, Q n x n, R m x m"));
   if (!(gamma > 0 && gamma <= 1))
     throw rtb::InvalidArgumentError(rtb::detail::message("lqr_gain: gamma = ", gamma, "; expected 0 < gamma <= 1"));
   Mat P = Q;

@@ -35,9 +35,9 @@ struct EvalConfig {
 
 struct EvalResult {
   double mean_return = 0;
-  double std_error = 0;         ///< sample standard deviation of the returns / sqrt(episodes)
-  std::vector<double> returns;  ///< undiscounted return of each episode
-  std::vector<int> lengths;     ///< steps of each episode (horizon unless it terminated)
+  double std_error = 0;                              ///< sample standard deviation of the returns / sqrt(episodes)
+  std::vector<double> returns;                       ///< undiscounted return of each episode
+  std::vector<int> lengths;                          ///< steps of each episode (horizon unless it terminated)
   std::vector<rtb::RowMatrix<double>> trajectories;  ///< with record: states s_0 .. s_T per episode
 };
 
@@ -102,7 +102,8 @@ EvalResult evaluate(const E& env, Policy&& policy, const EvalConfig& cfg = {}) {
   return out;
 }
 
-/// A controller as a batch policy: row r of the states is episode r.
+/// A controller as a batch policy: row r of the states is episode r. The policy refers to `c`,
+/// which must outlive it.
 template <Environment E>
 auto controller_policy(const Controller<E>& c) {
   return [&c](const rtb::ConstMatrixView<double>& states, int t) {

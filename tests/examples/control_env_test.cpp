@@ -45,7 +45,9 @@ struct Cliff {
 inline auto make_expert(const Cliff&) {
   return [](const Vec&) { return Vec::Constant(1, 0.9); };
 }
-inline control::Behaviour medium_behaviour(const Cliff&) { return {0.5, 0.1, 1.0}; }
+inline control::Behaviour medium_behaviour(const Cliff&) {
+  return {0.5, 0.1, 1.0};
+}
 
 template <class E>
 double dataset_mean_return(const control::Dataset& d, const E& env) {
@@ -72,7 +74,8 @@ TEST_CASE("pendulum: step equals Gym Pendulum-v1 and resets are in Gym's ranges"
     CHECK(t.reward == doctest::Approx(g.reward).epsilon(1e-12));
     CHECK_FALSE(t.terminal);
   }
-  CHECK(control::Pendulum::angle_normalize(3 * control::Pendulum::pi / 2) == doctest::Approx(-control::Pendulum::pi / 2));
+  CHECK(control::Pendulum::angle_normalize(3 * control::Pendulum::pi / 2) ==
+        doctest::Approx(-control::Pendulum::pi / 2));
   for (std::uint64_t e = 0; e < 200; ++e) {
     const Vec s = env.reset(3, e);
     CHECK(s[0] * s[0] + s[1] * s[1] == doctest::Approx(1.0));
@@ -102,9 +105,9 @@ TEST_CASE("lqr_gain: scalar closed form, the Riccati fixed point and optimality 
   const double lin = (1 - gamma * a * a) * r - q * gamma * b * b;
   const double P = (-lin + std::sqrt(lin * lin + 4 * gamma * b * b * q * r)) / (2 * gamma * b * b);
   control::Mat P_num;
-  const control::Mat K = control::lqr_gain(control::Mat::Constant(1, 1, a), control::Mat::Constant(1, 1, b),
-                                           control::Mat::Constant(1, 1, q), control::Mat::Constant(1, 1, r), gamma,
-                                           &P_num);
+  const control::Mat K =
+      control::lqr_gain(control::Mat::Constant(1, 1, a), control::Mat::Constant(1, 1, b),
+                        control::Mat::Constant(1, 1, q), control::Mat::Constant(1, 1, r), gamma, &P_num);
   CHECK(P_num(0, 0) == doctest::Approx(P).epsilon(1e-9));
   CHECK(K(0, 0) == doctest::Approx(gamma * a * b * P / (r + gamma * b * b * P)).epsilon(1e-9));
 
@@ -176,8 +179,8 @@ TEST_CASE("point mass: free flight, walls, obstacles and the goal reward") {
   }
 }
 
-TEST_CASE_TEMPLATE("behaviour: expert > medium > random, medium's normalised score in the medium band", E,
-                   control::Lqr, control::Pendulum, control::PointMass) {
+TEST_CASE_TEMPLATE("behaviour: expert > medium > random, medium's normalised score in the medium band", E, control::Lqr,
+                   control::Pendulum, control::PointMass) {
   const E env;
   const auto ref = control::reference_returns(env, 400);  // LQR's returns are heavy-tailed
   const control::Controller<E> medium(env, control::medium_behaviour(env), 5);
@@ -278,10 +281,14 @@ TEST_CASE("evaluate: one batched call per step, batch-size independent, terminat
   };
   const auto ten = control::evaluate(env, pd, {10, 5, false});
   CHECK(calls == env.horizon());
-  const auto five = control::evaluate(env, [](const rtb::ConstMatrixView<double>& s) {
-    return rtb::RowMatrix<double>((-s.col(1) - 0.5 * s.col(2)).array().tanh().matrix());
-  }, {5, 5, false});
-  for (int e = 0; e < 5; ++e) CHECK(five.returns[static_cast<std::size_t>(e)] == ten.returns[static_cast<std::size_t>(e)]);
+  const auto five =
+      control::evaluate(env,
+                        [](const rtb::ConstMatrixView<double>& s) {
+                          return rtb::RowMatrix<double>((-s.col(1) - 0.5 * s.col(2)).array().tanh().matrix());
+                        },
+                        {5, 5, false});
+  for (int e = 0; e < 5; ++e)
+    CHECK(five.returns[static_cast<std::size_t>(e)] == ten.returns[static_cast<std::size_t>(e)]);
 
   // A task that terminates: episodes stop at the termination, data sets flag it.
   const Cliff cliff;
