@@ -32,6 +32,7 @@
 #include "rtb/net/embedding.hpp"
 #include "rtb/net/linear.hpp"
 #include "rtb/net/lora.hpp"
+#include "rtb/net/residual.hpp"
 #include "rtb/net/mlp.hpp"
 #include "rtb/net/model.hpp"
 #include "rtb/net/parameters.hpp"

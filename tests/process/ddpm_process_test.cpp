@@ -242,6 +242,35 @@ TEST_CASE("DDPM sampling has the log-density's mean and variance; exploration wi
   CHECK(acc[0] == doctest::Approx(-0.5 * D * std::log(2 * kPi * 1e-4)).epsilon(1e-12));
 }
 
+TEST_CASE("DDPM noise_at_last_step: the last step draws N(mu, beta_0), the density it is scored with") {
+  const Index n = 20000, D = 2;
+  const rtb::DdpmProcess<double> p(D, 10, {.noise_at_last_step = true});
+  M x(n, D), out(n, D), xn(n, D);
+  for (Index r = 0; r < n; ++r) {
+    x(r, 0) = 0.3;
+    x(r, 1) = -1.2;
+    out(r, 0) = 0.5;
+    out(r, 1) = -0.1;
+  }
+  const rtb::math::NoiseKey key{7, rtb::math::Stream::Rollout, 0};
+  p.sample_step(rtb_test::at<double>(cv(x), 9), cv(out), 0.0, key, mv(xn));
+  const double var = p.coefficients(9).variance;
+  CHECK(var == doctest::Approx(1e-4).epsilon(1e-9));
+  for (Index d = 0; d < D; ++d) {
+    const double mu = mean_by_hand(p, 9, x(0, d), out(0, d), true);
+    const double m = xn.col(d).mean();
+    const double v = (xn.col(d).array() - m).square().mean();
+    CHECK(std::fabs(m - mu) < 5 * std::sqrt(var / n));
+    CHECK(std::fabs(v - var) < 5 * var * std::sqrt(2.0 / n));
+  }
+  // The other steps draw exactly as without the option (same key, same bits).
+  const rtb::DdpmProcess<double> plain(D, 10);
+  M a(n, D), b(n, D);
+  p.sample_step(rtb_test::at<double>(cv(x), 4), cv(out), 0.1, key, mv(a));
+  plain.sample_step(rtb_test::at<double>(cv(x), 4), cv(out), 0.1, key, mv(b));
+  CHECK((a - b).cwiseAbs().maxCoeff() == 0.0);
+}
+
 TEST_CASE("DDPM initial state is N(0, I) and keyed by row") {
   const Index n = 20000;
   const rtb::DdpmProcess<double> p(3, 10);

@@ -15,8 +15,8 @@
 ///
 /// Every step but the last draws x' = μ + √(β + σ_expl²)·z (exploration widens only the sampling
 /// variance); the last (τ = 0) returns x' = μ, yet its log-density is still N(μ, β_0·I), the
-/// reference's anchor on the final mean. The clamp's derivative is 0 where it is active. x_0 is
-/// drawn from N(0, I).
+/// reference's anchor on the final mean (`noise_at_last_step` draws there too, as offline RL
+/// does). The clamp's derivative is 0 where it is active. x_0 is drawn from N(0, I).
 ///
 /// Backward (noising) kernel: x_i | x_{i+1} ~ N(√α·x_{i+1}, β·I), which composes to the marginal
 /// x_i | x_T ~ N(√ᾱ_{τ_i}·x_T, (1 − ᾱ_{τ_i})·I) (`sample_given_end`). The posterior
@@ -53,6 +53,10 @@ struct DdpmOptions {
   /// time(i) = τ_i/N instead of the integer τ_i: for nets whose time features are periodic on
   /// [0, 1) (Mlp's sin(2πjt) is 0 at every integer t). Off: the reference's integer τ.
   bool time_as_fraction = false;
+  /// Draw noise at the last step too, x_T = μ + √β_0·z: the offline-RL reference's sampler
+  /// (§4.1: the final action sits at level β_0, not at the mean), whose samples then follow the
+  /// density log_prob_step scores. Off: the image reference's x_T = μ.
+  bool noise_at_last_step = false;
 };
 
 /// The coefficients of one strided sampling step (double; the process keeps a copy in S).
@@ -151,12 +155,12 @@ class DdpmProcess {
       for (Index d = 0; d < dim_; ++d) x0(r, d) = noise(key, rows.first_row + r, num_steps_, d);
   }
 
-  /// x' = μ + √(β + σ_expl²)·z, or x' = μ at the last step.
+  /// x' = μ + √(β + σ_expl²)·z, or x' = μ at the last step (unless noise_at_last_step).
   void sample_step(const Step<S>& s, ConstMatrixView<S> out, S extra_std, const math::NoiseKey& key,
                    MatrixView<S> x_next) const {
     RTB_ASSERT(s.x.cols() == dim_ && out.cols() == dim_ && x_next.rows() == s.x.rows());
     const Cached& k = cached(s.step);
-    const bool last = s.step == num_steps_ - 1;
+    const bool last = s.step == num_steps_ - 1 && !options_.noise_at_last_step;
     const S sd = last ? S(0) : std::sqrt(k.variance + extra_std * extra_std);
     for (Index r = 0; r < s.rows(); ++r)
       for (Index d0 = 0; d0 < dim_; d0 += 4) {

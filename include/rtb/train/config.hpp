@@ -90,6 +90,7 @@ struct StepStats {
   double grad_norm = 0;         ///< before clipping
   Index skipped = 0;            ///< rows with log r = −∞ left out
   Index replayed = 0;           ///< off-policy rows from the replay buffer
+  Index given = 0;              ///< off-policy rows from end points given to step(conditions, end_states)
   bool from_prior = false;      ///< the batch was sampled from the prior (Config::prior_behaviour_every)
 };
 

@@ -111,8 +111,13 @@ class RelativeTrajectoryBalance {
       : RelativeTrajectoryBalance(std::move(process), Model<N>(std::move(net)), std::move(reward), config,
                                   std::move(reduction)) {}
 
-  /// One training step: compute_gradient() then apply_gradient(); `conditions` [batch, Dc] when conditional
-  /// (row i's condition; replayed rows keep the one they were drawn with).
+  /// One training step: compute_gradient(…) then apply_gradient(). Unconditional problems call
+  /// step(); conditional ones step(conditions) with [batch, Dc] (row i's condition; replayed rows
+  /// keep the one they were drawn with). step(conditions, end_states) is an off-policy step from
+  /// given end points (a data set, another sampler's draws): row i's trajectory is drawn backward
+  /// from end_states row i [batch, D] by the process's backward kernel, under condition row i
+  /// ([batch, 0] when unconditional). This is the offline-RL reference's off-policy source; such
+  /// rows are not added to the replay buffer.
   StepStats step() {
     StepStats st = compute_gradient();
     apply_gradient(st);
@@ -120,6 +125,13 @@ class RelativeTrajectoryBalance {
   }
   StepStats step(ConstMatrixView<C> conditions) {
     StepStats st = compute_gradient(conditions);
+    apply_gradient(st);
+    return st;
+  }
+  StepStats step(ConstMatrixView<C> conditions, ConstMatrixView<V> end_states)
+    requires ReversibleNoiseProcess<P>
+  {
+    StepStats st = compute_gradient(conditions, end_states);
     apply_gradient(st);
     return st;
   }
@@ -135,10 +147,16 @@ class RelativeTrajectoryBalance {
   }
   StepStats compute_gradient(ConstMatrixView<C> conditions) {
     const detail::ScopedFlushDenormal flush(config_.flush_denormals);
-    detail::check_conditions(process_, conditions, config_.batch_size, cond_dim_, "step");
-    detail::check_log_z_entries(conditions, config_.log_z_table, config_.log_z_column);
-    std::copy_n(conditions.data(), conditions.size(), host_cond_.data());
+    take_conditions(conditions);
     return compute(true);
+  }
+  StepStats compute_gradient(ConstMatrixView<C> conditions, ConstMatrixView<V> end_states)
+    requires ReversibleNoiseProcess<P>
+  {
+    const detail::ScopedFlushDenormal flush(config_.flush_denormals);
+    detail::check_end_points(process_, end_states, config_.batch_size);
+    if (cond_dim_ > 0 || conditions.size() > 0) take_conditions(conditions);
+    return compute(cond_dim_ > 0, end_states.data());
   }
 
   /// The update: clip, Adam on the posterior, log Z; adds the batch's on-policy end points to the
@@ -256,7 +274,13 @@ class RelativeTrajectoryBalance {
       return std::make_shared<const Model<N>>(model);
   }
 
-  StepStats compute(bool conditional) {
+  void take_conditions(ConstMatrixView<C> conditions) {
+    detail::check_conditions(process_, conditions, config_.batch_size, cond_dim_, "step");
+    detail::check_log_z_entries(conditions, config_.log_z_table, config_.log_z_column);
+    std::copy_n(conditions.data(), conditions.size(), host_cond_.data());
+  }
+
+  StepStats compute(bool conditional, const V* given_ends = nullptr) {
     const Config& c = config_;
     const std::int64_t k = iteration_;
     StepStats st;
@@ -264,21 +288,25 @@ class RelativeTrajectoryBalance {
     // collect: behaviour rows and their conditions
     const S expl = Objective::on_policy_only ? S(0) : static_cast<S>(exploration_(k));
     st.exploration = expl;
-    st.from_prior = c.prior_behaviour_every > 0 && k % c.prior_behaviour_every == 0;
-    const Index n_replay = (!st.from_prior && replay_max_ > 0 && replay_.size() >= c.batch_size) ? replay_max_ : 0;
-    const Index n_on = st.from_prior ? 0 : c.batch_size - n_replay;
+    st.from_prior = !given_ends && c.prior_behaviour_every > 0 && k % c.prior_behaviour_every == 0;
+    const Index n_replay =
+        (!given_ends && !st.from_prior && replay_max_ > 0 && replay_.size() >= c.batch_size) ? replay_max_ : 0;
+    const Index n_on = st.from_prior || given_ends ? 0 : c.batch_size - n_replay;
     engine_.shape(n_on, c.batch_size - n_on);
     st.replayed = n_replay;
+    st.given = given_ends ? c.batch_size : 0;
     last_on_policy_ = n_on;
     if (conditional)
       Space::upload(std::span<C>(engine_.conditions().data(), host_cond_.size()), std::span<const C>(host_cond_));
     const math::NoiseKey rollout{seed_, math::Stream::Rollout, static_cast<std::uint64_t>(k)};
     if (st.from_prior) engine_.roll_out_stored(*prior_, rollout, expl);
-    if (n_replay > 0) {
-      if constexpr (ReversibleNoiseProcess<P>) {
+    if constexpr (ReversibleNoiseProcess<P>) {  // off-policy rows, drawn backward from given or replayed end points
+      const math::NoiseKey backward{seed_, math::Stream::Backward, static_cast<std::uint64_t>(k)};
+      if (given_ends) detail::noise_given_ends(engine_, given_ends, backward);
+      if (n_replay > 0) {
         detail::replay_into(engine_, replay_, n_on, n_replay, {seed_, math::Stream::Replay, static_cast<std::uint64_t>(k)},
                             mirror_);
-        engine_.build_stored_backward({seed_, math::Stream::Backward, static_cast<std::uint64_t>(k)});
+        engine_.build_stored_backward(backward);
       }
     }
     // score: both models along every row, then the reward

@@ -5,6 +5,7 @@
 /// condition width a problem needs, per-row log Z entries, replayed rows, evaluations, and the
 /// ConditionSource that lets train() run conditional problems.
 
+#include <concepts>
 #include <cmath>
 #include <cstdint>
 #include <span>
@@ -164,6 +165,31 @@ void check_conditions(const P& p, ConstMatrixView<C> c, Index rows, Index condit
     throw ShapeError(message(what, ": conditions are ", c.rows(), "x", c.cols(), ", expected ", rows, "x",
                              condition_dim, " (one row per ", rows == 0 ? "sample" : "batch row", ")"));
   if constexpr (requires { p.check_conditions(c, what); }) p.check_conditions(c, what);
+}
+
+/// End points given to an off-policy step: one row of the process's width per batch row, each
+/// one the process accepts as an end state (finite; inside its support).
+template <class P, class V>
+void check_end_points(const P& p, ConstMatrixView<V> x, Index rows) {
+  if (x.rows() != rows || x.cols() != p.state_dim())
+    throw ShapeError(message("step: end_states are ", x.rows(), "x", x.cols(), ", expected ", rows, "x", p.state_dim(),
+                             " (one end point per batch row)"));
+  if constexpr (std::floating_point<V>)
+    for (Index i = 0; i < x.rows(); ++i)
+      for (Index d = 0; d < x.cols(); ++d)
+        if (!std::isfinite(x(i, d)))
+          throw InvalidArgumentError(message("step: end_states row ", i, " column ", d, " is ", x(i, d),
+                                             "; pass finite end points (drop or repair that row of the data)"));
+  if constexpr (requires { p.check_end_states(x, "step end_states"); }) p.check_end_states(x, "step end_states");
+}
+
+/// Writes given end points into an engine shaped (0, B) and draws their trajectories backward.
+template <class Engine>
+void noise_given_ends(Engine& eng, const typename Engine::V* x, const math::NoiseKey& key) {
+  using V = typename Engine::V;
+  const auto n = static_cast<std::size_t>(eng.batch() * eng.process().state_dim());
+  Engine::Space::upload(std::span<V>(eng.end_states().data(), n), std::span<const V>(x, n));
+  eng.build_stored_backward(key);
 }
 
 /// The log Z entry of row i: 0 for one learned log Z, else the integer in the condition column.
