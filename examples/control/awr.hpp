@@ -74,16 +74,12 @@ class Awr {
   static constexpr S kLogStdMin = S(-5), kLogStdMax = S(2);
 
   Awr(const AwrConfig& c, Index state_dim, Index action_dim)
-      : c_(checked(c)), ds_(state_dim), da_(action_dim),
+      : c_(checked(c)), ds_(checked_dims("Awr", state_dim, action_dim)), da_(action_dim),
         mean_({.input_dim = state_dim, .output_dim = action_dim, .hidden = {c.hidden, c.hidden},
                .seed = c.seed ^ 0xA5A5A5A5ull, .learning_rate = static_cast<S>(c.learning_rate), .max_rows = c.batch}),
         log_std_(static_cast<std::size_t>(action_dim), static_cast<S>(c.log_std_init)),
         log_std_grad_(log_std_.size()),
-        log_std_adam_(action_dim, {.learning_rate = static_cast<S>(c.learning_rate)}) {
-    if (state_dim <= 0 || action_dim <= 0)
-      throw rtb::InvalidArgumentError(rtb::detail::message("Awr: state_dim and action_dim must be positive, got ",
-                                                           state_dim, " and ", action_dim));
-  }
+        log_std_adam_(action_dim, {.learning_rate = static_cast<S>(c.learning_rate)}) {}
 
   const AwrConfig& config() const { return c_; }
   std::span<S> log_std() { return log_std_; }
@@ -131,6 +127,9 @@ class Awr {
   /// L on rows (states [rows, ds], arctanh actions u [rows, da], weights [rows]), rows ≤ batch;
   /// leaves ∂L/∂ψ in mean_net().gradient() and ∂L/∂log σ in log_std_gradient().
   S loss_and_gradient(const S* states, const S* u, const S* w, Index rows) {
+    if (rows <= 0 || rows > c_.batch)
+      throw rtb::ShapeError(rtb::detail::message("Awr::loss_and_gradient: ", rows, " rows, expected 1 to batch = ",
+                                                 c_.batch, "; split the rows or raise AwrConfig::batch"));
     mu_.resize(static_cast<std::size_t>(rows * da_));
     d_mu_.resize(mu_.size());
     mean_.forward(states, rows, mu_.data());

@@ -60,12 +60,9 @@ template <class S = float>
 class Iql {
  public:
   Iql(const IqlConfig& c, Index state_dim, Index action_dim)
-      : c_(checked(c)), ds_(state_dim), da_(action_dim),
+      : c_(checked(c)), ds_(checked_dims("Iql", state_dim, action_dim)), da_(action_dim),
         q1_(opts(ds_ + da_, 1)), q2_(opts(ds_ + da_, 2)), q1_target_(opts(ds_ + da_, 1)),
         q2_target_(opts(ds_ + da_, 2)), v_(opts(ds_, 3)) {
-    if (state_dim <= 0 || action_dim <= 0)
-      throw rtb::InvalidArgumentError(rtb::detail::message("Iql: state_dim and action_dim must be positive, got ",
-                                                           state_dim, " and ", action_dim));
     const auto B = static_cast<std::size_t>(c_.batch);
     sa_.resize(B * static_cast<std::size_t>(ds_ + da_));
     s_.resize(B * static_cast<std::size_t>(ds_));

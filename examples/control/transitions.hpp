@@ -88,6 +88,14 @@ void check_transitions(const char* who, const Transitions<S>& d, bool need_next 
   }
 }
 
+/// state_dim, after checking that both dimensions are positive (for constructors' init lists).
+inline Index checked_dims(const char* who, Index state_dim, Index action_dim) {
+  if (state_dim <= 0 || action_dim <= 0)
+    throw rtb::InvalidArgumentError(rtb::detail::message(who, ": state_dim and action_dim must be positive, got ",
+                                                         state_dim, " and ", action_dim));
+  return state_dim;
+}
+
 /// Row j of minibatch `iteration`: uniform over [0, n) from Philox keyed by (seed, stream).
 inline Index sample_row(std::uint64_t seed, rtb::math::Stream stream, std::uint64_t iteration, Index j, Index n) {
   const rtb::math::NoiseKey key{seed, stream, iteration};

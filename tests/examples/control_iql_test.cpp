@@ -315,6 +315,8 @@ TEST_CASE("offline-RL inputs: typed errors name the field, the row and the fix")
                        rtb::InvalidArgumentError);
   CHECK_THROWS_AS(control::Iql<float>({.expectile = 0.0}, 2, 2), rtb::InvalidArgumentError);
   CHECK_THROWS_AS(control::Iql<float>({.discount = 1.0}, 2, 2), rtb::InvalidArgumentError);
+  CHECK_THROWS_WITH_AS(control::Iql<float>({}, 0, 2), doctest::Contains("state_dim and action_dim must be positive"),
+                       rtb::InvalidArgumentError);
   std::vector<float> out(3);
   CHECK_THROWS_AS(iql.q(s, a, out), rtb::ShapeError);
   CHECK_THROWS_WITH_AS(control::Awr<float>({.beta = 0.0}, 2, 2), doctest::Contains("beta = 0"), rtb::InvalidArgumentError);
