@@ -17,6 +17,16 @@
 
 namespace {
 
+/// A dynamic 2-vector built element by element: g++ 12 at -O3 warns (-Warray-bounds, an error
+/// here) on a VectorXd made from Eigen's vectorised fixed-size Vector2d temporaries.
+Eigen::VectorXd vec2(double x, double y) {
+  Eigen::VectorXd v(2);
+  v(0) = x;
+  v(1) = y;
+  return v;
+}
+
+
 /// A small stable 2-D system and a behaviour policy a = K s + N(0, Σ_a), F = A + BK with ρ ≈ 0.7.
 struct Lqr2 {
   Eigen::MatrixXd A{{0.9, 0.2}, {-0.1, 0.8}};
@@ -74,7 +84,7 @@ TEST_CASE("lqr_q matches a Monte-Carlo estimate of the discounted Q of a linear-
     CHECK(lq.c > 10 * se);  // so a missing noise constant (or a wrong γ in it) would fail
   }
   // V = E_a Q: integrating Q over the policy's action gives the value.
-  const Eigen::VectorXd s(Eigen::Vector2d(0.4, -0.9));
+  const Eigen::VectorXd s = vec2(0.4, -0.9);
   const Eigen::VectorXd mu = m.K * s;
   const Eigen::MatrixXd Maa = lq.M.bottomRightCorner(2, 2);
   CHECK(lq.value(s) == doctest::Approx(lq.q(s, mu) - (Maa * m.Sigma_a).trace()).epsilon(1e-12));
@@ -95,8 +105,8 @@ struct LqrData {
     std::uniform_real_distribution<double> box(-1.0, 1.0);
     std::normal_distribution<double> normal(0.0, 0.15);
     for (int i = 0; i < n; ++i) {
-      Eigen::VectorXd x(Eigen::Vector2d(box(rng), box(rng)));
-      Eigen::VectorXd u = m.K * x + Eigen::Vector2d(normal(rng), normal(rng));
+      Eigen::VectorXd x = vec2(box(rng), box(rng));
+      Eigen::VectorXd u = m.K * x + vec2(normal(rng), normal(rng));
       for (int d = 0; d < 2; ++d)
         if (std::abs(u(d)) > 1.0) {
           u(d) = std::clamp(u(d), -1.0, 1.0);
@@ -132,8 +142,8 @@ TEST_CASE("IQL with expectile 0.5 recovers the closed-form Q of the behaviour po
     iql.value(held.s, v);
     double e2 = 0, q2 = 0, ev2 = 0, mean = 0, var = 0;
     for (int i = 0; i < 2000; ++i) {
-      const Eigen::VectorXd s = Eigen::Vector2d(held.s[2 * i], held.s[2 * i + 1]);
-      const Eigen::VectorXd a = Eigen::Vector2d(held.a[2 * i], held.a[2 * i + 1]);
+      const Eigen::VectorXd s = vec2(held.s[2 * i], held.s[2 * i + 1]);
+      const Eigen::VectorXd a = vec2(held.a[2 * i], held.a[2 * i + 1]);
       const double t = lq.q(s, a);
       e2 += (q[i] - t) * (q[i] - t);
       q2 += t * t;
@@ -164,8 +174,8 @@ TEST_CASE("IQL with expectile 0.5 recovers the closed-form Q of the behaviour po
   const control::LqrQ wrong = control::lqr_q(m.A, m.B, m.Qc, m.R, m.K, m.Sigma_a, 0.85);
   double d2 = 0, q2 = 0;
   for (int i = 0; i < 2000; ++i) {
-    const Eigen::VectorXd s = Eigen::Vector2d(held.s[2 * i], held.s[2 * i + 1]);
-    const Eigen::VectorXd a = Eigen::Vector2d(held.a[2 * i], held.a[2 * i + 1]);
+    const Eigen::VectorXd s = vec2(held.s[2 * i], held.s[2 * i + 1]);
+    const Eigen::VectorXd a = vec2(held.a[2 * i], held.a[2 * i + 1]);
     d2 += std::pow(wrong.q(s, a) - lq.q(s, a), 2);
     q2 += std::pow(lq.q(s, a), 2);
   }
