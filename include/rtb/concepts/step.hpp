@@ -62,4 +62,15 @@ using step_of_t = Step<typename M::Value, typename M::Scalar, condition_of_t<M>,
 template <class M>
 using rows_of_t = Rows<condition_of_t<M>, space_of_t<M>>;
 
+namespace detail {
+/// A process's or a net's condition_dim() if it declares one, else 0 (it reads no conditions).
+template <class M>
+Index declared_condition_dim(const M& m) {
+  if constexpr (requires { m.condition_dim(); })
+    return m.condition_dim();
+  else
+    return 0;
+}
+}  // namespace detail
+
 }  // namespace rtb

@@ -60,7 +60,9 @@ class Residual {
   Index input_dim() const { return base_.input_dim(); }
   Index output_dim() const { return base_.output_dim(); }
   /// Condition columns read: the wider of the two nets' (either may read none).
-  Index condition_dim() const { return std::max(declared(base_), declared(residual_)); }
+  Index condition_dim() const {
+    return std::max(detail::declared_condition_dim(base_), detail::declared_condition_dim(residual_));
+  }
   Index num_params() const { return residual_.num_params(); }
   const ParameterLayout& layout() const { return residual_.layout(); }
   /// The residual's initialiser: a zero last layer makes the wrapper the base exactly.
@@ -93,13 +95,6 @@ class Residual {
   }
 
  private:
-  template <class M>
-  static Index declared(const M& m) {
-    if constexpr (requires { m.condition_dim(); })
-      return m.condition_dim();
-    else
-      return 0;
-  }
   void check_frozen(const Weights<S>& w) const {
     if (static_cast<Index>(w.frozen.size()) != base_.num_params())
       throw InvalidArgumentError(detail::message("Residual: the frozen base weights hold ", w.frozen.size(),

@@ -131,15 +131,6 @@ void validate_for(const Config& c, Index condition_dim) {
                                        " condition columns; a log Z table reads its entry from a condition column"));
 }
 
-/// A model's condition_dim() if it declares one, else 0.
-template <class M>
-Index declared_condition_dim(const M& m) {
-  if constexpr (requires { m.condition_dim(); })
-    return m.condition_dim();
-  else
-    return 0;
-}
-
 /// The condition columns a problem has: what the process and nets read, or more if asked.
 template <class P, class Post, class Prior>
 Index resolve_condition_dim(const P& p, const Post& post, const Prior& prior, Index asked) {
