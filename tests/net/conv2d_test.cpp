@@ -6,6 +6,9 @@
 
 #include "image_util.hpp"
 
+// Its own namespace: rtb_sanitized_tests is a unity build, and other files reuse these helper names.
+namespace conv2d_test {
+
 namespace {
 
 using rtb::Conv2d;
@@ -177,3 +180,5 @@ TEST_CASE("Conv2d backward with grad = null gives the same dx, and its hook hand
     CHECK(std::equal(dw.begin(), dw.end(), grad.begin() + conv.weight_offset()));
   }
 }
+
+}  // namespace conv2d_test

@@ -5,6 +5,9 @@
 
 #include "image_util.hpp"
 
+// Its own namespace: rtb_sanitized_tests is a unity build, and other files reuse these helper names.
+namespace group_norm_test {
+
 namespace {
 
 using rtb::GroupNorm;
@@ -111,3 +114,5 @@ TEST_CASE("GroupNorm is named like torch.nn.GroupNorm, starts as the identity af
   CHECK_THROWS_WITH_AS(norm.forward(p.data(), x.data(), ImageShape{2, 16, 2, 2}, y.data()),
                        doctest::Contains("input has 16 channels"), rtb::ShapeError);
 }
+
+}  // namespace group_norm_test

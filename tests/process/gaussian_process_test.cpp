@@ -7,6 +7,9 @@
 
 #include "../test_util.hpp"
 
+// Its own namespace: rtb_sanitized_tests is a unity build, and other files reuse these helper names.
+namespace gaussian_process_test {
+
 using rtb::ConstMatrixView;
 using rtb::MatrixView;
 using rtb::RowMatrix;
@@ -209,3 +212,5 @@ TEST_CASE("the output layout is named, and the default exploration is relative t
   const rtb::GaussianProcess<double> unit(10, 100, 1.0);
   CHECK(unit.default_exploration() / std::sqrt(unit.step_variance()) == doctest::Approx(std::sqrt(5.0)));
 }
+
+}  // namespace gaussian_process_test

@@ -8,6 +8,9 @@
 
 #include "../test_util.hpp"
 
+// Its own namespace: rtb_sanitized_tests is a unity build, and other files reuse these helper names.
+namespace masked_categorical_process_test {
+
 using Process = rtb::MaskedCategoricalProcess<double>;
 using Tok = rtb::RowMatrix<std::int32_t>;
 using M = rtb::RowMatrix<double>;
@@ -223,3 +226,5 @@ TEST_CASE("bad masked input: out-of-range tokens and MASK in a fixed column are 
   CHECK_THROWS_AS(Process({.length = 2, .vocab = 3, .generated = {1}}), rtb::ShapeError);
   CHECK_THROWS_AS(Process({.length = 2, .vocab = 3, .generated = {0, 0}}), rtb::InvalidArgumentError);
 }
+
+}  // namespace masked_categorical_process_test

@@ -18,6 +18,9 @@
 
 #include "../test_util.hpp"
 
+// Its own namespace: rtb_sanitized_tests is a unity build, and other files reuse these helper names.
+namespace hardening_test {
+
 namespace {
 
 using S = float;
@@ -282,3 +285,5 @@ TEST_CASE("the trainer computes with subnormals flushed on every thread and give
   }
   std::fesetenv(&saved);
 }
+
+}  // namespace hardening_test

@@ -17,6 +17,9 @@
 
 #include "../test_util.hpp"
 
+// Its own namespace: rtb_sanitized_tests is a unity build, and other files reuse these helper names.
+namespace memory_space_test {
+
 namespace {
 
 struct EncodedSpace {
@@ -301,3 +304,5 @@ TEST_CASE("a second memory space: host transfers per step do not grow with T") {
   CHECK(t10 > 0);
   MESSAGE("host transfers per step: ", t10);
 }
+
+}  // namespace memory_space_test

@@ -11,6 +11,9 @@
 #include <limits>
 #include <rtb/rtb.hpp>
 
+// Its own namespace: rtb_sanitized_tests is a unity build, and other files reuse these helper names.
+namespace trainer_test {
+
 namespace {
 
 using S = float;
@@ -338,3 +341,5 @@ TEST_CASE("flushing subnormals changes no result: a fitted prior, and RTB on it,
   CHECK(same_params(a, b));
   CHECK(a.sample(50, 3) == b.sample(50, 3));
 }
+
+}  // namespace trainer_test
