@@ -2,6 +2,8 @@
 // The kernels under an RTB step, each against the number that bounds it:
 //
 //   BM_GemmPeak/M/K/N/threads      Eigen float C = A·Wᵀ (Linear's product), GFLOP/s: the ceiling
+//   BM_GemmBf16/M/K/N/threads      the same product in Precision::BFloat16 (detail::gemm_bf16 on the
+//                                  machine's engine, named in the label), GFLOP/s
 //   BM_LogProbAccumulate/B         GaussianProcess::log_prob_step over a B×2 batch, GB/s
 //   BM_Gelu/B                      GELU and GELU' over one B×64 activation, Gelem/s
 //   BM_MlpForward/B, BM_MlpInference/B, BM_MlpBackward/B
@@ -112,6 +114,43 @@ BENCHMARK(BM_GemmPeak)
     ->Args({500, 64, 64, 2})
     ->Args({1024, 1024, 1024, 1})
     ->Args({1024, 1024, 1024, 2})
+    ->UseRealTime()
+    ->Unit(benchmark::kMicrosecond);
+
+void BM_GemmBf16(benchmark::State& state) {
+  const Index M = state.range(0), K = state.range(1), N = state.range(2), threads = state.range(3);
+  std::vector<S> a(static_cast<std::size_t>(M * K)), w(static_cast<std::size_t>(N * K)),
+      c(static_cast<std::size_t>(M * N));
+  fill_normal(a, 1);
+  fill_normal(w, 2);
+  auto rows = [&](Index r0, Index n) {  // C = A·Wᵀ: W's rows are B's columns (B.rs = 1, B.cs = K)
+    rtb::detail::gemm_bf16(c.data() + r0 * N, N, 1, {a.data() + r0 * K, K, 1}, {w.data(), 1, K}, n, K, N, false);
+  };
+  const Index half = M / 2;
+  SpinPair pair([&](int part) { part == 0 ? rows(0, half) : rows(half, M - half); });
+  auto once = [&] {
+    if (threads == 1)
+      rows(0, M);
+    else
+      pair.run();
+  };
+  once();
+  const rtb_bench::WallTimer timer;
+  for (auto _ : state) {
+    once();
+    benchmark::DoNotOptimize(c.data());
+    benchmark::ClobberMemory();
+  }
+  const double secs = timer.seconds();
+  state.SetLabel(rtb::detail::bf16_engine_name());
+  state.counters["GFLOP/s"] =
+      2.0 * static_cast<double>(M * K * N) * static_cast<double>(state.iterations()) / secs * 1e-9;
+}
+BENCHMARK(BM_GemmBf16)
+    ->Args({128, 64, 64, 1})
+    ->Args({500, 64, 64, 1})
+    ->Args({500, 64, 64, 2})
+    ->Args({1024, 1024, 1024, 1})
     ->UseRealTime()
     ->Unit(benchmark::kMicrosecond);
 

@@ -7,6 +7,9 @@
 //                            the same on the weights users run (setup.hpp's Weights: 1 = the gmm2d
 //                            demo's fitted prior, 2 = that prior and a partly fine-tuned posterior),
 //                            with Config::flush_denormals on (1, the default) or off (0)
+//   BM_SampleBf16/B/T/threads/weights, BM_RtbStepBf16/B/T/threads/weights
+//                            the same with Config::precision = BFloat16 (flushing on); the label
+//                            names the engine (avx512bf16, or emulated where the CPU lacks it)
 //
 // Timings are wall-clock. The trainer is built and stepped once before timing, so the timed steps
 // are the steady state (no allocation, warm caches). The exploration schedule holds σ_expl = 0.5
@@ -22,9 +25,11 @@ namespace {
 using rtb_bench::Weights;
 
 /// trainer.sample(B) on the given weights, traj/s and GFLOP/s.
-void sample_bench(benchmark::State& state, Weights w, bool flush) {
+void sample_bench(benchmark::State& state, Weights w, bool flush,
+                  rtb::Precision precision = rtb::Precision::Float32) {
   const rtb::Index B = state.range(0), T = state.range(1), threads = state.range(2);
-  rtb_bench::Trainer trainer = rtb_bench::make_trainer(B, T, threads, w, flush);
+  rtb_bench::Trainer trainer = rtb_bench::make_trainer(B, T, threads, w, flush, precision);
+  if (precision == rtb::Precision::BFloat16) state.SetLabel(rtb::detail::bf16_engine_name());
   rtb_bench::load_posterior(trainer, w);
   std::uint64_t seed = 1;
   benchmark::DoNotOptimize(trainer.sample(B, seed++));
@@ -36,9 +41,10 @@ void sample_bench(benchmark::State& state, Weights w, bool flush) {
 }
 
 /// One trainer.step() on the given weights, s/step and GFLOP/s.
-void step_bench(benchmark::State& state, Weights w, bool flush) {
+void step_bench(benchmark::State& state, Weights w, bool flush, rtb::Precision precision = rtb::Precision::Float32) {
   const rtb::Index B = state.range(0), T = state.range(1), threads = state.range(2);
-  rtb_bench::Trainer trainer = rtb_bench::make_trainer(B, T, threads, w, flush);
+  rtb_bench::Trainer trainer = rtb_bench::make_trainer(B, T, threads, w, flush, precision);
+  if (precision == rtb::Precision::BFloat16) state.SetLabel(rtb::detail::bf16_engine_name());
   rtb_bench::load_posterior(trainer, w);
   benchmark::DoNotOptimize(trainer.step());
   const rtb_bench::WallTimer timer;
@@ -86,6 +92,24 @@ void BM_RtbStepTrained(benchmark::State& state) {
 }
 BENCHMARK(BM_RtbStepTrained)
     ->ArgsProduct({{500}, {100}, {1, 2}, {1, 2}, {1, 0}})
+    ->MinTime(2.0)
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
+
+void BM_SampleBf16(benchmark::State& state) {
+  sample_bench(state, weights_of(state), true, rtb::Precision::BFloat16);
+}
+BENCHMARK(BM_SampleBf16)
+    ->ArgsProduct({{500}, {100}, {1, 2}, {0, 1}})
+    ->MinTime(1.0)
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
+
+void BM_RtbStepBf16(benchmark::State& state) {
+  step_bench(state, weights_of(state), true, rtb::Precision::BFloat16);
+}
+BENCHMARK(BM_RtbStepBf16)
+    ->ArgsProduct({{500}, {100}, {1, 2}, {0, 1}})
     ->MinTime(2.0)
     ->UseRealTime()
     ->Unit(benchmark::kMillisecond);

@@ -50,10 +50,14 @@ inline rtb::Model<Net> prior_of(Weights w) {
 /// The trainer is neither copyable nor movable (it owns a thread pool); returned as a prvalue,
 /// its posterior a copy of prior_of(w) (call load_posterior for Weights::FineTuned).
 inline Trainer make_trainer(rtb::Index batch, rtb::Index T, rtb::Index threads, Weights w = Weights::Fresh,
-                            bool flush_denormals = true) {
+                            bool flush_denormals = true, rtb::Precision precision = rtb::Precision::Float32) {
   return Trainer(Process(2, T, 5.0f, rtb::GaussianHead::MeanAndLogVariance), prior_of(w),
                  Reward(rtb::GaussianMixture<S>::posterior9(), rtb::GaussianMixture<S>::grid25()),
-                 rtb::Config{.batch_size = batch, .threads = threads, .seed = kSeed, .flush_denormals = flush_denormals});
+                 rtb::Config{.batch_size = batch,
+                             .threads = threads,
+                             .seed = kSeed,
+                             .flush_denormals = flush_denormals,
+                             .precision = precision});
 }
 
 /// The partly fine-tuned posterior's weights into t, for Weights::FineTuned (else nothing).

@@ -5,7 +5,11 @@
 //
 //   gmm2d [--seed N] [--iterations N] [--batch N] [--out DIR] [--threads N] [--baseline] [--smoke]
 //         [--save-prior DIR] [--save-posterior DIR] [--tv-every N [--tv-samples N] [--tv-target X]]
+//         [--precision f32|bf16]
 //
+// --precision bf16 runs the network's products (prior fit, fine-tuning and sampling) with
+// bfloat16 operands and float sums (rtb::Precision::BFloat16); weights, Adam and every
+// log-density stay float.
 // --tv-every N measures time to quality: every N fine-tuning iterations it draws --tv-samples
 // posterior samples (2 000) and prints their TV over the 9 modes, and the `time_to_quality`
 // metrics line gives the fine-tuning wall time (evaluations excluded, reported apart) and the
@@ -51,6 +55,7 @@ struct Options {
   std::int64_t tv_every = 0;                // 0: no time-to-quality probe
   rtb::Index tv_samples = 2000;
   double tv_target = 0.05;
+  std::string precision = "f32";
 };
 
 struct Quality {
@@ -105,7 +110,10 @@ int main(int argc, char** argv) {
       ->check(CLI::NonNegativeNumber);
   app.add_option("--tv-samples", o.tv_samples, "samples per time-to-quality evaluation")->check(CLI::PositiveNumber);
   app.add_option("--tv-target", o.tv_target, "the TV that counts as reached")->check(CLI::PositiveNumber);
+  app.add_option("--precision", o.precision, "the network's products: f32, or bf16 operands with float sums")
+      ->check(CLI::IsMember({"f32", "bf16"}));
   CLI11_PARSE(app, argc, argv);
+  const rtb::Precision precision = o.precision == "bf16" ? rtb::Precision::BFloat16 : rtb::Precision::Float32;
   std::setvbuf(stdout, nullptr, _IOLBF, 0);  // progress lines appear as they happen, even in a log file
   if (o.smoke) {
     o.iterations = std::min<std::int64_t>(o.iterations, 30);
@@ -130,7 +138,10 @@ int main(int argc, char** argv) {
                                  .final_learning_rate = 1e-4,
                                  .step_fraction = o.prior_step_fraction,
                                  .threads = o.threads,
-                                 .seed = o.seed};
+                                 .seed = o.seed,
+                                 .precision = precision};
+    std::printf("precision %s (products on %s)\n", o.precision.c_str(),
+                precision == rtb::Precision::BFloat16 ? rtb::detail::bf16_engine_name() : "float");
     std::printf("fitting the prior: %lld iterations, batch %lld, %.0f%% of steps per iteration\n",
                 static_cast<long long>(pc.iterations), static_cast<long long>(pc.batch_size), 100 * pc.step_fraction);
     rtb::fit_prior(
@@ -160,7 +171,8 @@ int main(int argc, char** argv) {
                     .decay = {.start = n * 6 / 10, .end = n, .final_ratio = 0.05},
                     .exploration = {.initial = 0.5, .hold_until = n / 10, .zero_at = n / 2},
                     .threads = o.threads,
-                    .seed = o.seed};
+                    .seed = o.seed,
+                    .precision = precision};
     rtb::RelativeTrajectoryBalance trainer(process, prior, reward, cfg);
 
     // The prior itself, scored as a posterior sampler (the starting point).

@@ -8,6 +8,7 @@
 #include <atomic>
 #include <cstdlib>
 #include <new>
+#include <utility>
 #include <rtb/net/attention2d.hpp>
 #include <rtb/net/resnet_block.hpp>
 #include <rtb/net/timestep_embedding.hpp>
@@ -55,8 +56,11 @@ TEST_CASE("no heap allocation inside step() after the first call") {
   const rtb::GaussianProcess<S> process(2, 50, 5.0f, rtb::GaussianHead::MeanAndLogVariance);
   const rtb::Model prior(rtb::PisMlp<S>({.dim = 2, .seed = 1, .zero_init_last = false}));
   rtb::MixtureRatioReward<S> reward(rtb::GaussianMixture<S>::posterior9(), rtb::GaussianMixture<S>::grid25());
-  for (double step_fraction : {1.0, 0.3}) {
+  for (const auto& [step_fraction, precision] :
+       {std::pair{1.0, rtb::Precision::Float32}, std::pair{0.3, rtb::Precision::Float32},
+        std::pair{1.0, rtb::Precision::BFloat16}}) {
     CAPTURE(step_fraction);
+    CAPTURE(precision == rtb::Precision::BFloat16);
     rtb::RelativeTrajectoryBalance trainer(process, prior, reward,
                                            rtb::Config{.batch_size = 300,
                                                        .exploration = {.initial = 0.5, .hold_until = 3, .zero_at = 6},
@@ -64,7 +68,8 @@ TEST_CASE("no heap allocation inside step() after the first call") {
                                                        .replay_capacity = 600,
                                                        .replay_priority = rtb::ReplayPriority::Rank,
                                                        .step_fraction = step_fraction,
-                                                       .threads = 2});
+                                                       .threads = 2,
+                                                       .precision = precision});
     trainer.step();
     const long before = g_allocations.load();
     for (int k = 0; k < 8; ++k) trainer.step();  // on-policy, then with replayed rows once the buffer is warm
@@ -170,6 +175,8 @@ TEST_CASE("UNet: forward, backward and inference allocate nothing once the conte
   using S = float;
   const rtb::Model model(rtb::UNet<S>({.height = 16, .width = 16, .channels = 1, .channels_per_level = {32, 64},
                                        .attention_levels = {1}, .groups = 32, .seed = 1}));
+  check_model_steady_state(model, 8, 0.1f, 420.0f);
+  const rtb::ScopedPrecision bf16(rtb::Precision::BFloat16);  // the bfloat16 products pack on the stack
   check_model_steady_state(model, 8, 0.1f, 420.0f);
 }
 

@@ -66,6 +66,26 @@ TEST_CASE("same seed gives the same numbers and 1 and 2 threads give identical r
   CHECK(xa == xb);
 }
 
+TEST_CASE("Precision::BFloat16: 1 and 2 threads give identical results, and they differ from float") {
+  // The pool's workers take the caller's precision with its float mode: were a worker to run its
+  // blocks in float, the 2-thread run would differ from the 1-thread one.
+  const Process p(2, 10, 2.0f);
+  auto cfg1 = small_config(1), cfg2 = small_config(2);
+  cfg1.precision = cfg2.precision = rtb::Precision::BFloat16;
+  rtb::RelativeTrajectoryBalance a(p, small_net(), bowl_reward(), cfg1);
+  rtb::RelativeTrajectoryBalance b(p, small_net(), bowl_reward(), cfg2);
+  rtb::RelativeTrajectoryBalance f(p, small_net(), bowl_reward(), small_config(2));
+  for (int k = 0; k < 8; ++k) {
+    const auto sa = a.step(), sb = b.step(), sf = f.step();
+    CHECK(sa.loss == sb.loss);
+    CHECK(std::fabs(sa.loss - sf.loss) < 0.05 * std::fabs(sf.loss) + 1e-3);  // rounding, not another run
+  }
+  CHECK(same_params(a, b));
+  CHECK(!same_params(a, f));
+  CHECK(a.sample(50, 3) == b.sample(50, 3));
+  CHECK(rtb::detail::float_mode_state().precision == rtb::Precision::Float32);  // the caller's own again
+}
+
 TEST_CASE("the posterior starts as an exact copy of the prior which never changes") {
   const Process p(2, 10, 2.0f);
   const rtb::Model prior(small_net());

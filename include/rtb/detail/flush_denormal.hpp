@@ -24,6 +24,17 @@
 #define RTB_FLOAT_CONTROL_X86 1
 #endif
 
+namespace rtb {
+
+/// The arithmetic of the denoisers' matrix products (every product goes through detail::gemm).
+/// Float32: float operands and sums (the default; results as they always were). BFloat16: the
+/// operands of float products rounded to bfloat16, products summed in float; weights, Adam,
+/// activations, log-likelihoods and residuals stay float (or double). Double nets ignore it.
+/// docs/algorithm.md ("Precision") says what it changes numerically.
+enum class Precision : std::uint8_t { Float32, BFloat16 };
+
+}  // namespace rtb
+
 namespace rtb::detail {
 
 /// The thread's floating-point control register and the bits rtb sets in it.
@@ -62,6 +73,7 @@ struct FloatModeState {
   bool decided = false;          ///< an enclosing entry point chose the mode: inner guards do nothing
   bool changed = false;          ///< it changed the register; `caller` is what it was
   FloatControl::Word caller = 0;
+  Precision precision = Precision::Float32;  ///< what the outermost entry point asked for
 };
 inline FloatModeState& float_mode_state() noexcept {
   thread_local FloatModeState state;  // trivial: constant-initialised, no allocation, no guard
@@ -71,13 +83,14 @@ inline FloatModeState& float_mode_state() noexcept {
 /// FTZ and DAZ on this thread until the end of the scope; the caller's control bits back after.
 class ScopedFlushDenormal {
  public:
-  /// `flush` = false keeps the caller's mode for the scope (and for the guards inside it).
-  explicit ScopedFlushDenormal(bool flush = true) noexcept {
+  /// `flush` = false keeps the caller's mode for the scope (and for the guards inside it);
+  /// `precision` is the products' arithmetic for the scope (inner guards keep the outer one's).
+  explicit ScopedFlushDenormal(bool flush = true, Precision precision = Precision::Float32) noexcept {
     FloatModeState& s = float_mode_state();
     if (s.decided) return;
     outermost_ = true;
     const FloatControl::Word now = FloatControl::get();
-    s = {true, false, now};
+    s = {true, false, now, precision};
     if (flush && (now & FloatControl::kFlush) != FloatControl::kFlush) {
       FloatControl::set(now | FloatControl::kFlush);
       s.changed = true;
@@ -151,3 +164,18 @@ class ScopedFloatMode {
 };
 
 }  // namespace rtb::detail
+
+namespace rtb {
+
+/// Direct calls of a net or a Model (inference, forward, backward) inside the scope run their
+/// products in `precision`, with subnormals flushed; the caller's mode comes back at the end. The
+/// trainer, fit_prior and sample_end_states take their precision from their own configuration.
+class ScopedPrecision {
+ public:
+  explicit ScopedPrecision(Precision precision) noexcept : guard_(true, precision) {}
+
+ private:
+  detail::ScopedFlushDenormal guard_;
+};
+
+}  // namespace rtb

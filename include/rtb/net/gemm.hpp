@@ -9,18 +9,41 @@
 /// Products that already fit run as one Eigen call, unchanged.
 
 #include <algorithm>
+#include <type_traits>
 
+#include "rtb/detail/flush_denormal.hpp"
+#include "rtb/net/gemm_bf16.hpp"
 #include "rtb/space.hpp"
 
 namespace rtb::detail {
 
 inline constexpr Index kGemmRows = 192, kGemmCols = 192, kGemmDepth = 128;
 
-/// dst = a·b (accumulate = false) or dst += a·b, without heap allocation.
+template <class X>
+inline constexpr bool direct_float = std::is_same_v<typename std::decay_t<X>::Scalar, float> &&
+                                     (std::decay_t<X>::Flags & Eigen::DirectAccessBit) != 0;
+
+/// A direct-access Eigen expression's pointer and strides.
+template <class X>
+StridedF32 strided(const X& x) {
+  constexpr bool row_major = std::decay_t<X>::IsRowMajor;
+  return {x.data(), row_major ? Index(x.outerStride()) : Index(x.innerStride()),
+          row_major ? Index(x.innerStride()) : Index(x.outerStride())};
+}
+
+/// dst = a·b (accumulate = false) or dst += a·b, without heap allocation. Float products follow
+/// the thread's Precision (the entry point's): BFloat16 runs them through gemm_bf16.
 template <class Dst, class A, class B>
 void gemm(Dst&& dst, const A& a, const B& b, bool accumulate) {
   const Index m = a.rows(), k = a.cols(), n = b.cols();
   RTB_ASSERT(b.rows() == k && dst.rows() == m && dst.cols() == n);
+  if constexpr (direct_float<Dst> && direct_float<A> && direct_float<B>) {
+    if (float_mode_state().precision == Precision::BFloat16) {
+      const StridedF32 c = strided(dst);
+      gemm_bf16(const_cast<float*>(c.p), c.rs, c.cs, strided(a), strided(b), m, k, n, accumulate);
+      return;
+    }
+  }
   if (m <= kGemmRows && n <= kGemmCols && k <= kGemmDepth) {
     if (accumulate)
       dst.noalias() += a * b;

@@ -11,6 +11,7 @@
 #include <cmath>
 #include <cstdint>
 
+#include "rtb/detail/flush_denormal.hpp"
 #include "rtb/space.hpp"
 #include "rtb/sampling/exploration.hpp"
 #include "rtb/sampling/replay_buffer.hpp"
@@ -75,6 +76,9 @@ struct Config {
                                        ///< caller's mode after; false computes in the caller's own mode (and
                                        ///< gradual underflow, at up to 3× the time with a trained prior). Results
                                        ///< are the same (docs/algorithm.md, "Floating-point mode")
+  Precision precision = Precision::Float32;  ///< the denoisers' products: Float32, or BFloat16 operands with
+                                             ///< float sums (weights, Adam, log-densities stay float;
+                                             ///< docs/algorithm.md, "Precision"); float nets only
 };
 
 /// What one training step did.

@@ -56,6 +56,7 @@ struct PriorFitConfig {
   /// optimiser's moments are θ's). 0 = off. DDPM priors are usually sampled from the EMA (0.9999).
   double ema_decay = 0;
   bool flush_denormals = true;  ///< as Config::flush_denormals: subnormals flushed to zero during the fit
+  Precision precision = Precision::Float32;  ///< as Config::precision: the products' arithmetic during the fit
 };
 
 struct PriorFitStats {
@@ -76,7 +77,7 @@ Adam<typename N::Scalar, space_of_t<N>> fit_prior(const P& process, Model<N>& mo
   using V = typename P::Value;
   using C = condition_of_t<P>;
   using Space = space_of_t<P>;
-  const detail::ScopedFlushDenormal flush(cfg.flush_denormals);  // the data function runs in the caller's mode
+  const detail::ScopedFlushDenormal flush(cfg.flush_denormals, cfg.precision);  // the data function runs in the caller's mode
   if (cfg.batch_size <= 0)
     throw EmptyBatchError(detail::message("fit_prior: batch_size must be positive, got ", cfg.batch_size));
   if (!(cfg.step_fraction > 0 && cfg.step_fraction <= 1))

@@ -139,21 +139,21 @@ class RelativeTrajectoryBalance {
   /// Every phase but the update: the reduced gradient in gradient(), parameters untouched. Throws
   /// (changing nothing) on a NaN reward, a −∞ one under the throwing policy, or a non-finite gradient.
   StepStats compute_gradient() {
-    const detail::ScopedFlushDenormal flush(config_.flush_denormals);
+    const detail::ScopedFlushDenormal flush(config_.flush_denormals, config_.precision);
     if (cond_dim_ > 0)
       throw InvalidArgumentError(detail::message("this problem reads ", cond_dim_,
                                                  " condition columns per row; pass them: step(conditions)"));
     return compute(false);
   }
   StepStats compute_gradient(ConstMatrixView<C> conditions) {
-    const detail::ScopedFlushDenormal flush(config_.flush_denormals);
+    const detail::ScopedFlushDenormal flush(config_.flush_denormals, config_.precision);
     take_conditions(conditions);
     return compute(true);
   }
   StepStats compute_gradient(ConstMatrixView<C> conditions, ConstMatrixView<V> end_states)
     requires ReversibleNoiseProcess<P>
   {
-    const detail::ScopedFlushDenormal flush(config_.flush_denormals);
+    const detail::ScopedFlushDenormal flush(config_.flush_denormals, config_.precision);
     detail::check_end_points(process_, end_states, config_.batch_size);
     if (cond_dim_ > 0 || conditions.size() > 0) take_conditions(conditions);
     return compute(cond_dim_ > 0, end_states.data());
@@ -162,7 +162,7 @@ class RelativeTrajectoryBalance {
   /// The update: clip, Adam on the posterior, log Z; adds the batch's on-policy end points to the
   /// replay buffer; advances the iteration. `st` is what compute_gradient() returned.
   void apply_gradient(StepStats& st) {
-    const detail::ScopedFlushDenormal flush(config_.flush_denormals);
+    const detail::ScopedFlushDenormal flush(config_.flush_denormals, config_.precision);
     if (!pending_) throw InvalidArgumentError("apply_gradient: call compute_gradient() first");
     pending_ = false;
     const Config& c = config_;
@@ -377,7 +377,7 @@ class RelativeTrajectoryBalance {
   }
 
   Evaluation<S, V> rollouts(Index n, std::uint64_t seed, bool score, const ConstMatrixView<C>* conditions) {
-    const detail::ScopedFlushDenormal flush(config_.flush_denormals);
+    const detail::ScopedFlushDenormal flush(config_.flush_denormals, config_.precision);
     detail::check_sample_count<V, S>(n, process_.state_dim(), cond_dim_, "sample/evaluate");
     Engine eng(process_, posterior_.net(), prior_->net(), cond_dim_, std::min(config_.block_rows, n), engine_.threads());
     return detail::rollouts(eng, posterior_, score ? prior_.get() : nullptr, reward_, config_.beta, n, seed, conditions);

@@ -19,15 +19,17 @@
 namespace rtb {
 
 /// End states x_T of `model` run forward under `process` with noise keyed by `seed`, [n, D]; row i
-/// uses condition row i (conditions [n, Dc], or none for unconditional problems).
+/// uses condition row i (conditions [n, Dc], or none for unconditional problems); `precision` is
+/// the net's products' arithmetic (Config::precision).
 template <NoiseProcess P, Denoiser N>
 Samples<typename P::Value> sample_end_states(const P& process, const Model<N>& model,
                                              ConstMatrixView<condition_of_t<P>> conditions, std::uint64_t seed,
-                                             Index threads = 0, Index block_rows = 128) {
+                                             Index threads = 0, Index block_rows = 128,
+                                             Precision precision = Precision::Float32) {
   using S = typename P::Scalar;
   using C = condition_of_t<P>;
   using Space = space_of_t<P>;
-  const detail::ScopedFlushDenormal flush;
+  const detail::ScopedFlushDenormal flush(true, precision);
   const Index n = conditions.rows();
   if (block_rows <= 0) throw InvalidArgumentError(detail::message("sample_end_states: block_rows must be positive, got ", block_rows));
   const Index cond_dim = detail::resolve_condition_dim(process, model.net(), model.net(), conditions.cols());

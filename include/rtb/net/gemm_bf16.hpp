@@ -1,0 +1,345 @@
+// SPDX-License-Identifier: Apache-2.0
+#pragma once
+/// \file
+/// The bfloat16 product behind `Precision::BFloat16`: C = A·B (or C += A·B) over float matrices
+/// of any strides, with both operands rounded to bfloat16 (round to nearest even, subnormals read
+/// as zero, as VCVTNEPS2BF16 does) and the products summed in float. Products of two bfloat16
+/// values are exact in float, so the only differences from float arithmetic are the operands'
+/// rounding (relative 2⁻⁹ each) and the order of the float sums.
+///
+/// Two engines, chosen at run time, so a build for a generic x86-64 still uses the instruction
+/// where the machine has it (RTB_BF16_ENGINE=emulated in the environment forces the second):
+/// - `avx512bf16`: hand-written micro-kernels on VDPBF16PS (AVX512-BF16: Intel Cooper Lake and
+///   Sapphire Rapids on, AMD Zen 4 on). A's bfloat16 pairs are broadcast, B's are packed into
+///   pair-interleaved panels of 16 columns; a tile of up to 6 rows × 64 columns lives in 24 zmm
+///   registers. Packing converts float to bfloat16 16 or 32 values at a time and lives on the
+///   stack (at most 96 KiB), so nothing allocates.
+/// - `emulated` elsewhere: the operands rounded the same way into stack blocks, then Eigen's
+///   float product. Same rounding of the inputs, another order of the sums; slower than float.
+/// Both are deterministic: a result depends on the operands only, not on threads or on blocking
+/// across calls. docs/algorithm.md ("Precision") says what bfloat16 changes numerically.
+
+#include <Eigen/Core>
+#include <algorithm>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+
+#include "rtb/base.hpp"
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#define RTB_BF16_X86 1
+#endif
+
+namespace rtb::detail {
+
+/// Float → bfloat16 bits, rounding to nearest even; subnormal inputs become signed zero and NaNs
+/// stay NaN (quiet), as VCVTNEPS2BF16 does.
+inline std::uint16_t to_bf16_bits(float f) noexcept {
+  std::uint32_t u;
+  std::memcpy(&u, &f, 4);
+  if ((u & 0x7F800000u) == 0) return static_cast<std::uint16_t>((u >> 16) & 0x8000u);
+  if ((u & 0x7FFFFFFFu) > 0x7F800000u) return static_cast<std::uint16_t>((u >> 16) | 0x0040u);
+  u += 0x7FFFu + ((u >> 16) & 1u);
+  return static_cast<std::uint16_t>(u >> 16);
+}
+inline float from_bf16_bits(std::uint16_t b) noexcept {
+  const std::uint32_t u = std::uint32_t{b} << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+/// `f` rounded to the nearest bfloat16, as a float.
+inline float round_to_bf16(float f) noexcept { return from_bf16_bits(to_bf16_bits(f)); }
+
+/// A float matrix as a pointer and the strides of its rows and columns (in elements).
+struct StridedF32 {
+  const float* p;
+  Index rs, cs;
+  float operator()(Index i, Index j) const noexcept { return p[i * rs + j * cs]; }
+};
+
+/// Which engine gemm_bf16 uses on this machine.
+enum class Bf16Engine { Emulated, Avx512Bf16 };
+inline bool cpu_has_avx512bf16() noexcept {
+#if defined(RTB_BF16_X86)
+  static const bool has = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bf16");
+  }();
+  return has;
+#else
+  return false;
+#endif
+}
+/// The machine's best, unless the environment variable RTB_BF16_ENGINE=emulated asks for the
+/// engine every x86-64 has (to reproduce on one machine the numbers of another); read once.
+inline Bf16Engine bf16_engine() noexcept {
+  static const Bf16Engine engine = [] {
+    const char* env = std::getenv("RTB_BF16_ENGINE");
+    if (env != nullptr && std::strcmp(env, "emulated") == 0) return Bf16Engine::Emulated;
+    return cpu_has_avx512bf16() ? Bf16Engine::Avx512Bf16 : Bf16Engine::Emulated;
+  }();
+  return engine;
+}
+inline const char* bf16_engine_name() noexcept {
+  return bf16_engine() == Bf16Engine::Avx512Bf16 ? "avx512bf16" : "emulated";
+}
+
+/// The emulated engine: C (m×n, strides c_rs, c_cs) = or += A·B with A (m×k) and B (k×n) rounded
+/// to bfloat16, float sums by Eigen, in blocks of 64 that live on the stack.
+inline void gemm_bf16_emulated(float* c, Index c_rs, Index c_cs, StridedF32 a, StridedF32 b, Index m, Index k,
+                               Index n, bool accumulate) {
+  using Mat = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  using Map = Eigen::Map<Mat, 0, Eigen::Stride<Eigen::Dynamic, Eigen::Dynamic>>;
+  constexpr Index kB = 64;
+  alignas(64) float ab[kB * kB], bb[kB * kB];
+  for (Index i = 0; i < m; i += kB) {
+    const Index mi = std::min(kB, m - i);
+    for (Index j = 0; j < n; j += kB) {
+      const Index nj = std::min(kB, n - j);
+      Map cv(c + i * c_rs + j * c_cs, mi, nj, Eigen::Stride<Eigen::Dynamic, Eigen::Dynamic>(c_rs, c_cs));
+      for (Index p = 0; p < k; p += kB) {
+        const Index kp = std::min(kB, k - p);
+        for (Index r = 0; r < mi; ++r)
+          for (Index q = 0; q < kp; ++q) ab[r * kp + q] = round_to_bf16(a(i + r, p + q));
+        for (Index q = 0; q < kp; ++q)
+          for (Index s = 0; s < nj; ++s) bb[q * nj + s] = round_to_bf16(b(p + q, j + s));
+        const Eigen::Map<const Mat> av(ab, mi, kp), bv(bb, kp, nj);
+        if (accumulate || p > 0)
+          cv.noalias() += av * bv;
+        else
+          cv.noalias() = av * bv;
+      }
+      if (k == 0 && !accumulate) cv.setZero();
+    }
+  }
+}
+
+#if defined(RTB_BF16_X86)
+#define RTB_BF16_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16")))
+
+namespace bf16 {
+
+inline constexpr Index kMr = 6;    ///< rows of a register tile
+inline constexpr Index kNv = 4;    ///< 16-column vectors of a register tile
+inline constexpr Index kMc = 192;  ///< rows of A packed at once
+inline constexpr Index kNc = 192;  ///< columns of B packed at once (a multiple of 16)
+inline constexpr Index kKc = 128;  ///< depth packed at once (even): 64 pairs
+
+RTB_BF16_TARGET inline __mmask16 tail_mask(Index left) noexcept {
+  return left >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << left) - 1u);
+}
+
+/// 16 floats → 16 bfloat16 in the low halves of 16 32-bit lanes.
+RTB_BF16_TARGET inline __m512i widen(__m512 v) noexcept {
+  return _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(v));
+}
+/// Pairs (lo[i], hi[i]) as bfloat16 in lane i: what VDPBF16PS multiplies together.
+RTB_BF16_TARGET inline __m512i pairs(__m512 lo, __m512 hi) noexcept {
+  return _mm512_or_si512(widen(lo), _mm512_slli_epi32(widen(hi), 16));
+}
+
+/// B's rows [p0, p0+kc) and columns [j0, j0+nc) → out[q·ncp + s] = pair (B(2q, s), B(2q+1, s)),
+/// ncp = nc rounded up to 16, zero-padded (an odd kc gets a zero partner row).
+RTB_BF16_TARGET inline void pack_b(StridedF32 b, Index p0, Index kc, Index j0, Index nc, std::uint32_t* out,
+                                   Index ncp) {
+  const Index kq = (kc + 1) / 2;
+  const __m512 zero = _mm512_setzero_ps();
+  if (b.cs == 1) {  // a row's columns are contiguous: two rows make 16 pairs per vector
+    for (Index q = 0; q < kq; ++q) {
+      const float* r0 = b.p + (p0 + 2 * q) * b.rs + j0;
+      const bool has1 = 2 * q + 1 < kc;
+      const float* r1 = r0 + b.rs;
+      for (Index s = 0; s < ncp; s += 16) {
+        const __mmask16 mk = tail_mask(nc - s);
+        const __m512 lo = _mm512_maskz_loadu_ps(mk, r0 + s);
+        const __m512 hi = has1 ? _mm512_maskz_loadu_ps(mk, r1 + s) : zero;
+        _mm512_store_si512(out + q * ncp + s, pairs(lo, hi));
+      }
+    }
+    return;
+  }
+  if (b.rs == 1) {  // a column's rows are contiguous (B = Wᵀ): convert columns, then gather
+    alignas(64) std::uint32_t col[kNc * (kKc / 2)];
+    const Index kq16 = (kq + 15) / 16 * 16;
+    for (Index s = 0; s < nc; ++s) {
+      const float* src = b.p + (j0 + s) * b.cs + p0;
+      for (Index q = 0; q < kq; q += 16) {
+        const Index left = kc - 2 * q;
+        const __m512 lo = _mm512_maskz_loadu_ps(tail_mask(left), src + 2 * q);
+        const __m512 hi = _mm512_maskz_loadu_ps(tail_mask(left > 16 ? left - 16 : 0), src + 2 * q + 16);
+        _mm512_store_si512(col + s * kq16 + q, (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
+      }
+    }
+    const __m512i lane = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+                                            _mm512_set1_epi32(static_cast<int>(kq16)));
+    for (Index s = 0; s < ncp; s += 16) {
+      const __mmask16 mk = tail_mask(nc - s);
+      for (Index q = 0; q < kq; ++q) {
+        const __m512i v = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), mk, lane, col + s * kq16 + q, 4);
+        _mm512_store_si512(out + q * ncp + s, v);
+      }
+    }
+    return;
+  }
+  for (Index q = 0; q < kq; ++q)  // any other strides
+    for (Index s = 0; s < ncp; ++s) {
+      const bool in = s < nc;
+      const std::uint32_t lo = in ? to_bf16_bits(b(p0 + 2 * q, j0 + s)) : 0;
+      const std::uint32_t hi = in && 2 * q + 1 < kc ? to_bf16_bits(b(p0 + 2 * q + 1, j0 + s)) : 0;
+      out[q * ncp + s] = lo | (hi << 16);
+    }
+}
+
+/// A's rows [i0, i0+mc) and columns [p0, p0+kc) → pairs, in whichever order reads A fastest:
+/// the pair (A(i, 2q), A(i, 2q+1)) is at out[i·rs + q·qs]; returns {rs, qs}.
+struct PackedA {
+  Index rs, qs;
+};
+RTB_BF16_TARGET inline PackedA pack_a(StridedF32 a, Index i0, Index mc, Index p0, Index kc, std::uint32_t* out) {
+  const Index kq = (kc + 1) / 2;
+  if (a.cs == 1) {  // rows contiguous: 32 floats of a row are 16 pairs
+    for (Index i = 0; i < mc; ++i) {
+      const float* src = a.p + (i0 + i) * a.rs + p0;
+      for (Index q = 0; q < kq; q += 16) {
+        const Index left = kc - 2 * q;
+        const __m512 lo = _mm512_maskz_loadu_ps(tail_mask(left), src + 2 * q);
+        const __m512 hi = _mm512_maskz_loadu_ps(tail_mask(left > 16 ? left - 16 : 0), src + 2 * q + 16);
+        _mm512_mask_storeu_epi32(out + i * kq + q, tail_mask(kq - q), (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
+      }
+    }
+    return {kq, 1};
+  }
+  if (a.rs == 1) {  // columns contiguous (A = dYᵀ): two columns make 16 pairs per vector
+    const __m512 zero = _mm512_setzero_ps();
+    for (Index q = 0; q < kq; ++q) {
+      const float* c0 = a.p + (p0 + 2 * q) * a.cs + i0;
+      const bool has1 = 2 * q + 1 < kc;
+      for (Index i = 0; i < mc; i += 16) {
+        const __mmask16 mk = tail_mask(mc - i);
+        const __m512 lo = _mm512_maskz_loadu_ps(mk, c0 + i);
+        const __m512 hi = has1 ? _mm512_maskz_loadu_ps(mk, c0 + a.cs + i) : zero;
+        _mm512_mask_storeu_epi32(out + q * mc + i, mk, pairs(lo, hi));
+      }
+    }
+    return {1, mc};
+  }
+  for (Index i = 0; i < mc; ++i)
+    for (Index q = 0; q < kq; ++q) {
+      const std::uint32_t lo = to_bf16_bits(a(i0 + i, p0 + 2 * q));
+      const std::uint32_t hi = 2 * q + 1 < kc ? to_bf16_bits(a(i0 + i, p0 + 2 * q + 1)) : 0;
+      out[i * kq + q] = lo | (hi << 16);
+    }
+  return {kq, 1};
+}
+
+/// One register tile: MR rows × NV·16 columns (the last vector masked to `last`), over kq pairs.
+template <int MR, int NV>
+RTB_BF16_TARGET inline void tile(const std::uint32_t* ap, PackedA pa, const std::uint32_t* bp, Index ncp, Index kq,
+                                 float* c, Index c_rs, Index c_cs, __mmask16 last, bool load_c) {
+  __m512 acc[MR][NV];
+  for (int r = 0; r < MR; ++r)
+    for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_setzero_ps();
+  for (Index q = 0; q < kq; ++q) {
+    __m512bh bv[NV];
+    for (int v = 0; v < NV; ++v) bv[v] = (__m512bh)_mm512_load_si512(bp + q * ncp + 16 * v);
+    for (int r = 0; r < MR; ++r) {
+      const __m512bh av = (__m512bh)_mm512_set1_epi32(static_cast<int>(ap[r * pa.rs + q * pa.qs]));
+      for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_dpbf16_ps(acc[r][v], av, bv[v]);
+    }
+  }
+  for (int r = 0; r < MR; ++r)
+    for (int v = 0; v < NV; ++v) {
+      const __mmask16 mk = v == NV - 1 ? last : __mmask16(0xFFFF);
+      float* dst = c + r * c_rs + 16 * v * c_cs;
+      if (c_cs == 1) {
+        __m512 x = acc[r][v];
+        if (load_c) x = _mm512_add_ps(x, _mm512_maskz_loadu_ps(mk, dst));
+        _mm512_mask_storeu_ps(dst, mk, x);
+      } else {
+        alignas(64) float t[16];
+        _mm512_store_ps(t, acc[r][v]);
+        for (int l = 0; l < 16; ++l)
+          if ((mk >> l) & 1) dst[l * c_cs] = load_c ? dst[l * c_cs] + t[l] : t[l];
+      }
+    }
+}
+
+template <int MR>
+RTB_BF16_TARGET inline void tile_nv(Index nv, const std::uint32_t* ap, PackedA pa, const std::uint32_t* bp, Index ncp,
+                                    Index kq, float* c, Index c_rs, Index c_cs, __mmask16 last, bool load_c) {
+  switch (nv) {
+    case 1: return tile<MR, 1>(ap, pa, bp, ncp, kq, c, c_rs, c_cs, last, load_c);
+    case 2: return tile<MR, 2>(ap, pa, bp, ncp, kq, c, c_rs, c_cs, last, load_c);
+    case 3: return tile<MR, 3>(ap, pa, bp, ncp, kq, c, c_rs, c_cs, last, load_c);
+    default: return tile<MR, 4>(ap, pa, bp, ncp, kq, c, c_rs, c_cs, last, load_c);
+  }
+}
+
+RTB_BF16_TARGET inline void gemm(float* c, Index c_rs, Index c_cs, StridedF32 a, StridedF32 b, Index m, Index k,
+                                 Index n, bool accumulate) {
+  alignas(64) std::uint32_t bp[(kKc / 2) * kNc];
+  alignas(64) std::uint32_t ap[kMc * (kKc / 2)];
+  for (Index j0 = 0; j0 < n; j0 += kNc) {
+    const Index nc = std::min(kNc, n - j0), ncp = (nc + 15) / 16 * 16;
+    for (Index p0 = 0; p0 < k; p0 += kKc) {
+      const Index kc = std::min(kKc, k - p0), kq = (kc + 1) / 2;
+      const bool load_c = accumulate || p0 > 0;
+      pack_b(b, p0, kc, j0, nc, bp, ncp);
+      for (Index i0 = 0; i0 < m; i0 += kMc) {
+        const Index mc = std::min(kMc, m - i0);
+        const PackedA pa = pack_a(a, i0, mc, p0, kc, ap);
+        for (Index s = 0; s < ncp; s += 16 * kNv) {
+          const Index nv = std::min(kNv, (ncp - s) / 16);
+          const __mmask16 last = tail_mask(nc - (s + 16 * (nv - 1)));
+          for (Index r = 0; r < mc; r += kMr) {
+            const Index mr = std::min(kMr, mc - r);
+            const std::uint32_t* at = ap + r * pa.rs;
+            const std::uint32_t* bt = bp + s;
+            float* ct = c + (i0 + r) * c_rs + (j0 + s) * c_cs;
+            switch (mr) {
+              case 1: tile_nv<1>(nv, at, pa, bt, ncp, kq, ct, c_rs, c_cs, last, load_c); break;
+              case 2: tile_nv<2>(nv, at, pa, bt, ncp, kq, ct, c_rs, c_cs, last, load_c); break;
+              case 3: tile_nv<3>(nv, at, pa, bt, ncp, kq, ct, c_rs, c_cs, last, load_c); break;
+              case 4: tile_nv<4>(nv, at, pa, bt, ncp, kq, ct, c_rs, c_cs, last, load_c); break;
+              case 5: tile_nv<5>(nv, at, pa, bt, ncp, kq, ct, c_rs, c_cs, last, load_c); break;
+              default: tile_nv<6>(nv, at, pa, bt, ncp, kq, ct, c_rs, c_cs, last, load_c); break;
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+}  // namespace bf16
+#undef RTB_BF16_TARGET
+#endif
+
+/// C (m×n, strides c_rs, c_cs) = A·B (accumulate = false) or C += A·B, in bfloat16 with float sums,
+/// on `engine` (the machine's best by default). Allocates nothing.
+inline void gemm_bf16(float* c, Index c_rs, Index c_cs, StridedF32 a, StridedF32 b, Index m, Index k, Index n,
+                      bool accumulate, Bf16Engine engine = bf16_engine()) {
+  if (m == 0 || n == 0) return;
+  if (k == 0) {
+    if (!accumulate)
+      for (Index i = 0; i < m; ++i)
+        for (Index j = 0; j < n; ++j) c[i * c_rs + j * c_cs] = 0.0f;
+    return;
+  }
+#if defined(RTB_BF16_X86)
+  if (engine == Bf16Engine::Avx512Bf16 && cpu_has_avx512bf16()) {
+    // A thin C (a layer's 2 outputs) would use 1 or 2 of a vector's 16 lanes: compute Cᵀ = Bᵀ·Aᵀ
+    // instead, so the long side runs along the vectors. Chosen by the shape alone.
+    if (n < 8 && m > n)
+      return bf16::gemm(c, c_cs, c_rs, {b.p, b.cs, b.rs}, {a.p, a.cs, a.rs}, n, k, m, accumulate);
+    return bf16::gemm(c, c_rs, c_cs, a, b, m, k, n, accumulate);
+  }
+#endif
+  gemm_bf16_emulated(c, c_rs, c_cs, a, b, m, k, n, accumulate);
+}
+
+}  // namespace rtb::detail
