@@ -3,6 +3,10 @@
 //
 //   BM_TorchRtbStep/B/T/threads   one autograd RTB step, s/step
 //   BM_TorchSample/B/T/threads    B trajectories without gradient, traj/s
+//   BM_TorchRtbStepBf16/B/T/threads, BM_TorchSampleBf16/B/T/threads
+//                                 the same under CPU autocast to bfloat16 (torch_rtb.hpp's
+//                                 Bf16Autocast: linear layers on bfloat16 operands, float weights,
+//                                 densities, loss and Adam), the peer of rtb's Precision::BFloat16
 //   BM_TorchUnetForward/size/trained, BM_TorchUnetBackward/size/trained
 //                                 rtb's BM_UnetForward/Backward (bench_unet.cpp) on torch_unet.hpp's
 //                                 twin of the same UNet, the same weights (copied by name) and images,
@@ -68,11 +72,11 @@ double seconds_since(std::chrono::steady_clock::time_point t) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
 }
 
-void BM_TorchRtbStep(benchmark::State& state) {
+void torch_step(benchmark::State& state, bool bf16) {
   const std::int64_t B = state.range(0), T = state.range(1);
   const int blas_threads = set_threads(static_cast<int>(state.range(2)));
   torch::manual_seed(12345);
-  rtb_peer::Trainer trainer(initial_prior(), B, T);
+  rtb_peer::Trainer trainer(initial_prior(), B, T, 0.5, 1e-3, 0.1, bf16);
   benchmark::DoNotOptimize(trainer.step());
   const auto start = std::chrono::steady_clock::now();
   for (auto _ : state) benchmark::DoNotOptimize(trainer.step());
@@ -81,17 +85,24 @@ void BM_TorchRtbStep(benchmark::State& state) {
   state.counters["GFLOP/s"] = rtb_bench::autograd_step_flops(initial_prior().layout(), B, T) * n / secs * 1e-9;
   state.counters["blas_threads"] = blas_threads;
 }
+void BM_TorchRtbStep(benchmark::State& state) {
+  torch_step(state, false);
+}
+void BM_TorchRtbStepBf16(benchmark::State& state) {
+  torch_step(state, true);
+}
+BENCHMARK(BM_TorchRtbStepBf16)->ArgsProduct({{500}, {100}, {1, 2}})->MinTime(2.0)->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_TorchRtbStep)
     ->ArgsProduct({{500}, {100, 250, 500, 1000}, {1, 2}})
     ->MinTime(2.0)
     ->UseRealTime()
     ->Unit(benchmark::kMillisecond);
 
-void BM_TorchSample(benchmark::State& state) {
+void torch_sample(benchmark::State& state, bool bf16) {
   const std::int64_t B = state.range(0), T = state.range(1);
   const int blas_threads = set_threads(static_cast<int>(state.range(2)));
   torch::manual_seed(12345);
-  rtb_peer::Trainer trainer(initial_prior(), B, T);
+  rtb_peer::Trainer trainer(initial_prior(), B, T, 0.5, 1e-3, 0.1, bf16);
   benchmark::DoNotOptimize(trainer.sample(B));
   const auto start = std::chrono::steady_clock::now();
   for (auto _ : state) benchmark::DoNotOptimize(trainer.sample(B));
@@ -100,6 +111,13 @@ void BM_TorchSample(benchmark::State& state) {
   state.counters["GFLOP/s"] = rtb_bench::sample_flops(initial_prior().layout(), B, T) * n / secs * 1e-9;
   state.counters["blas_threads"] = blas_threads;
 }
+void BM_TorchSample(benchmark::State& state) {
+  torch_sample(state, false);
+}
+void BM_TorchSampleBf16(benchmark::State& state) {
+  torch_sample(state, true);
+}
+BENCHMARK(BM_TorchSampleBf16)->Args({500, 100, 1})->Args({500, 100, 2})->MinTime(1.0)->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_TorchSample)->Args({500, 100, 1})->Args({500, 100, 2})->MinTime(1.0)->UseRealTime()->Unit(benchmark::kMillisecond);
 
 void torch_unet(benchmark::State& state, bool backward) {
@@ -149,6 +167,7 @@ int print_config() {
   }
   if (auto f = reinterpret_cast<openblas_config_fn>(dlsym(RTLD_DEFAULT, "openblas_get_config")))
     std::cout << "openblas_get_config: " << f() << "\n";
+  std::cout << "oneDNN (mkldnn) for bfloat16 products: " << (at::hasMKLDNN() ? "yes" : "no") << "\n";
   std::cout << "default threads: torch " << torch::get_num_threads() << ", openblas " << openblas_threads() << "\n";
   set_threads(1);
   std::cout << "as benchmarked (set_threads(1), RTB_PEER_BLAS_THREADS=" << (std::getenv("RTB_PEER_BLAS_THREADS") ? std::getenv("RTB_PEER_BLAS_THREADS") : "unset") << "): torch " << torch::get_num_threads() << ", openblas " << openblas_threads() << "\n";

@@ -20,6 +20,7 @@
 #include <stdexcept>
 #include <string>
 
+#include <ATen/autocast_mode.h>
 #include <torch/torch.h>
 
 #include <rtb/net/model.hpp>
@@ -164,12 +165,41 @@ struct MixtureRatioReward {
   double num_var = 0, den_var = 0;
 };
 
-/// The RTB trainer, autograd style.
+/// CPU autocast to bfloat16 for the scope (torch's mixed precision: linear/matmul run with
+/// bfloat16 operands, parameters and their gradients stay float), as Python's
+/// `torch.autocast("cpu", dtype=torch.bfloat16)` does; off (nothing) when `on` is false.
+class Bf16Autocast {
+ public:
+  explicit Bf16Autocast(bool on) : on_(on) {
+    if (!on_) return;
+    was_ = at::autocast::is_cpu_enabled();
+    dtype_ = at::autocast::get_autocast_cpu_dtype();
+    at::autocast::set_cpu_enabled(true);
+    at::autocast::set_autocast_cpu_dtype(at::kBFloat16);
+    at::autocast::increment_nesting();
+  }
+  ~Bf16Autocast() {
+    if (!on_) return;
+    if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
+    at::autocast::set_cpu_enabled(was_);
+    at::autocast::set_autocast_cpu_dtype(dtype_);
+  }
+  Bf16Autocast(const Bf16Autocast&) = delete;
+  Bf16Autocast& operator=(const Bf16Autocast&) = delete;
+
+ private:
+  bool on_, was_ = false;
+  at::ScalarType dtype_ = at::kBFloat16;
+};
+
+/// The RTB trainer, autograd style; `bf16` runs the networks under CPU autocast to bfloat16
+/// (Bf16Autocast), the densities, the loss and Adam in float.
 class Trainer {
  public:
   Trainer(const rtb::Model<rtb::PisMlp<float>>& prior, std::int64_t batch, std::int64_t steps, double exploration_std = 0.5,
-          double learning_rate = 1e-3, double log_z_learning_rate = 0.1)
-      : process_{prior.input_dim(), steps, 5.0},
+          double learning_rate = 1e-3, double log_z_learning_rate = 0.1, bool bf16 = false)
+      : bf16_(bf16),
+        process_{prior.input_dim(), steps, 5.0},
         batch_(batch),
         exploration_std_(exploration_std),
         prior_(like(prior)),
@@ -186,12 +216,12 @@ class Trainer {
     torch::Tensor log_prior = torch::zeros({batch_});
     for (std::int64_t t = 0; t < T; ++t) {
       const double time = static_cast<double>(t) * process_.dt();
-      const torch::Tensor mean = process_.mean(x, post_->forward(x, time));
+      const torch::Tensor mean = process_.mean(x, net(post_, x, time));
       const torch::Tensor x_next = mean.detach() + sd * torch::randn({batch_, D});
       log_post = log_post + process_.log_prob(x_next, mean);
       {
         torch::NoGradGuard no_grad;
-        log_prior += process_.log_prob(x_next, process_.mean(x, prior_->forward(x, time)));
+        log_prior += process_.log_prob(x_next, process_.mean(x, net(prior_, x, time)));
       }
       x = x_next;
     }
@@ -214,11 +244,16 @@ class Trainer {
     const double sd = std::sqrt(process_.step_variance());
     torch::Tensor x = torch::zeros({n, process_.dim});
     for (std::int64_t t = 0; t < process_.steps; ++t)
-      x = process_.mean(x, post_->forward(x, static_cast<double>(t) * process_.dt())) + sd * torch::randn({n, process_.dim});
+      x = process_.mean(x, net(post_, x, static_cast<double>(t) * process_.dt())) + sd * torch::randn({n, process_.dim});
     return x;
   }
 
  private:
+  /// The network's output in float, under autocast when bf16_.
+  torch::Tensor net(PisMlp& m, const torch::Tensor& x, double time) {
+    const Bf16Autocast autocast(bf16_);
+    return m->forward(x, time).to(torch::kFloat);
+  }
   static PisMlp like(const rtb::Model<rtb::PisMlp<float>>& net) {
     const auto& o = net.net().options();
     return PisMlp(o.dim, o.hidden, o.harmonics, o.num_layers);
@@ -234,6 +269,7 @@ class Trainer {
     return groups;
   }
 
+  bool bf16_;
   Process process_;
   std::int64_t batch_;
   double exploration_std_;
