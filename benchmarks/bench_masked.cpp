@@ -6,6 +6,7 @@
 // k 3) denoiser, 16 conditions × 8 samples per batch (relative VarGrad).
 //
 //   BM_MaskedLogProbAccumulate/B   MaskedCategoricalProcess::log_prob_step over B rows, GB/s
+//   BM_MaskedRtbStepBf16/threads   the same in Precision::BFloat16
 //   BM_MaskedRtbStep/threads       one RelativeTrajectoryBalance<…, RelativeVarGrad>::step(),
 //                                  s/step, rows/s and GFLOP/s
 //
@@ -97,7 +98,7 @@ void BM_MaskedLogProbAccumulate(benchmark::State& state) {
 }
 BENCHMARK(BM_MaskedLogProbAccumulate)->Arg(kGroups* kGroupSize)->UseRealTime()->Unit(benchmark::kNanosecond);
 
-void BM_MaskedRtbStep(benchmark::State& state) {
+void masked_step(benchmark::State& state, rtb::Precision precision) {
   const Index threads = state.range(0), B = kGroups * kGroupSize;
   std::vector<Index> condition;  // the ending, after the beginning in the condition row
   for (Index j = kMiddleBegin; j < kConditionLength; ++j) condition.push_back(j);
@@ -118,7 +119,8 @@ void BM_MaskedRtbStep(benchmark::State& state) {
                   .exploration = rtb::ExplorationSchedule::none(),
                   .threads = threads,
                   .block_rows = B / 2,  // as the example: two blocks of 64 rows
-                  .seed = rtb_bench::kSeed});
+                  .seed = rtb_bench::kSeed,
+                  .precision = precision});
   // One condition per group (a random beginning and ending), repeated over its 8 samples.
   static_assert(kConditionLength == kLength, "random_rows makes rows of kLength tokens");
   const std::vector<Tok> groups = random_rows(kGroups, 11);
@@ -135,6 +137,14 @@ void BM_MaskedRtbStep(benchmark::State& state) {
   state.counters["rows/s"] = static_cast<double>(B) * n / secs;
   state.counters["GFLOP/s"] = rtb_bench::token_conv_step_flops(prior, B, kSteps) * n / secs * 1e-9;
 }
+void BM_MaskedRtbStep(benchmark::State& state) {
+  masked_step(state, rtb::Precision::Float32);
+}
+void BM_MaskedRtbStepBf16(benchmark::State& state) {
+  masked_step(state, rtb::Precision::BFloat16);
+  state.SetLabel(rtb::detail::bf16_engine_name());
+}
+BENCHMARK(BM_MaskedRtbStepBf16)->Arg(1)->Arg(2)->MinTime(2.0)->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_MaskedRtbStep)->Arg(1)->Arg(2)->MinTime(2.0)->UseRealTime()->Unit(benchmark::kMillisecond);
 
 }  // namespace

@@ -2,6 +2,7 @@
 // The whole UNet of issue 11 and RTB steps through it (float, one thread):
 //
 //   BM_UnetForward/size/trained    training forward (context kept) of 32 images, GFLOP/s
+//   BM_UnetForwardBf16/size/trained, BM_UnetBackwardBf16/size/trained   the same in Precision::BFloat16
 //   BM_UnetBackward/size/trained   backward of 32 images after one forward (all parameter
 //                                  gradients and ∂/∂x), GFLOP/s counted as twice the forward's
 //   BM_DdpmRtbStep/T/step_pct      one RelativeTrajectoryBalance step, Lora<UNet> (rank 32 on every
@@ -44,7 +45,8 @@ namespace {
 
 using namespace rtb_bench::unet;
 
-void unet(benchmark::State& state, bool backward) {
+void unet(benchmark::State& state, bool backward, rtb::Precision precision = rtb::Precision::Float32) {
+  const rtb::ScopedPrecision in_precision(precision);  // the model's own guards follow it
   const Index size = state.range(0);
   const auto model = model_of(size, state.range(1) != 0);
   const Index D = model->input_dim();
@@ -93,6 +95,14 @@ void BM_UnetForward(benchmark::State& state) {
 void BM_UnetBackward(benchmark::State& state) {
   unet(state, true);
 }
+void BM_UnetForwardBf16(benchmark::State& state) {
+  unet(state, false, rtb::Precision::BFloat16);
+  state.SetLabel(rtb::detail::bf16_engine_name());
+}
+void BM_UnetBackwardBf16(benchmark::State& state) {
+  unet(state, true, rtb::Precision::BFloat16);
+  state.SetLabel(rtb::detail::bf16_engine_name());
+}
 
 /// log r = −(mean pixel − 0.5)²/(2·0.25²).
 S mean_pixel_reward(std::span<const S> x) {
@@ -125,4 +135,6 @@ void BM_DdpmRtbStep(benchmark::State& state) {
 
 BENCHMARK(BM_UnetForward)->ArgsProduct({{28, 16}, {0, 1}})->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_UnetBackward)->ArgsProduct({{28, 16}, {0, 1}})->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_UnetForwardBf16)->ArgsProduct({{28, 16}, {1}})->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_UnetBackwardBf16)->ArgsProduct({{28, 16}, {1}})->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_DdpmRtbStep)->ArgsProduct({{20, 100}, {100, 25}})->UseRealTime()->Unit(benchmark::kSecond);

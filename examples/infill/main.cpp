@@ -14,7 +14,10 @@
 //
 //   infill [--seed N] [--iterations N] [--prior-iterations N] [--threads N] [--out DIR] [--smoke]
 //          [--corpus FILE | --wordnet DIR] [--lr X] [--prior-lr X] [--ngram N] [--eval-examples N]
-//          [--load-prior DIR] [--save-prior DIR] [--start-from-prior]
+//          [--load-prior DIR] [--save-prior DIR] [--start-from-prior] [--precision f32|bf16]
+//
+// --precision bf16 runs the denoiser's products (prior fit, fine-tuning, sampling) with bfloat16
+// operands and float sums (rtb::Precision::BFloat16); weights, Adam, log-probabilities stay float.
 //
 // Ends with one `metrics method=…` line for rtb, prior and prior_both_ends, and one for
 // posterior_is: the target posterior itself, scored by importance sampling from the prior.
@@ -66,6 +69,7 @@ struct Options {
   std::string load_prior, save_prior;
   bool smoke = false;
   bool start_from_prior = false;
+  std::string precision = "f32";
 };
 
 /// One infilling problem: a sentence and where its middle starts.
@@ -160,7 +164,10 @@ int main(int argc, char** argv) {
   app.add_flag("--start-from-prior", o.start_from_prior,
                "start the posterior as a copy of the prior instead of the prior's native infiller");
   app.add_flag("--smoke", o.smoke, "tiny configuration for tests");
+  app.add_option("--precision", o.precision, "the denoiser's products: f32, or bf16 operands with float sums")
+      ->check(CLI::IsMember({"f32", "bf16"}));
   CLI11_PARSE(app, argc, argv);
+  const rtb::Precision precision = o.precision == "bf16" ? rtb::Precision::BFloat16 : rtb::Precision::Float32;
   std::setvbuf(stdout, nullptr, _IOLBF, 0);  // progress lines appear as they happen, even in a log file
   if (o.smoke) {
     o.prior_iterations = std::min<std::int64_t>(o.prior_iterations, 20);
@@ -261,7 +268,10 @@ int main(int argc, char** argv) {
                                  .step_fraction = 2.0 / static_cast<double>(o.steps),
                                  .frozen = {"condition."},  // the prior never sees the ending
                                  .threads = o.threads,
-                                 .seed = o.seed};
+                                 .seed = o.seed,
+                                 .precision = precision};
+    std::printf("precision %s (products on %s)\n", o.precision.c_str(),
+                precision == rtb::Precision::BFloat16 ? rtb::detail::bf16_engine_name() : "float");
     if (!o.load_prior.empty()) {
       rtb::load_parameters(prior, o.load_prior);
       std::printf("prior weights read from %s\n", o.load_prior.c_str());
@@ -301,7 +311,8 @@ int main(int argc, char** argv) {
                     .prior_behaviour_every = 5,
                     .threads = o.threads,
                     .block_rows = B / 2,  // two blocks, so both cores work on a batch of 128 rows
-                    .seed = o.seed});
+                    .seed = o.seed,
+                    .precision = precision});
     // The posterior starts as the prior's native infiller: the prior's weights, reading the ending's
     // first characters as revealed lookahead (infill_net.hpp). The residual's prior is unchanged.
     trainer.posterior().net().reads_ending = !o.start_from_prior;
@@ -351,13 +362,20 @@ int main(int argc, char** argv) {
     };
     timed(
         "rtb",
-        [&] { return rtb::sample_end_states(trainer.process(), trainer.posterior(), cond_view, o.seed + 11, o.threads); },
+        [&] {
+          return rtb::sample_end_states(trainer.process(), trainer.posterior(), cond_view, o.seed + 11, o.threads, 128,
+                                        precision);
+        },
         prior_secs + rtb_secs);
     timed(
-        "prior", [&] { return rtb::sample_end_states(trainer.process(), prior, cond_view, o.seed + 11, o.threads); },
+        "prior",
+        [&] {
+          return rtb::sample_end_states(trainer.process(), prior, cond_view, o.seed + 11, o.threads, 128, precision);
+        },
         prior_secs);
     timed(
-        "prior_both_ends", [&] { return rtb::sample_end_states(both_ends, prior, cond_view, o.seed + 11, o.threads); },
+        "prior_both_ends",
+        [&] { return rtb::sample_end_states(both_ends, prior, cond_view, o.seed + 11, o.threads, 128, precision); },
         prior_secs);
 
     std::printf("\nsample infills (beginning [middle] ending), held-out sentences:\n");
@@ -418,7 +436,8 @@ int main(int argc, char** argv) {
       const rtb::Index K = o.is_samples;
       const auto cond_is = conditions(eval, K, lay);
       const rtb::ConstMatrixView<Tok> cond_is_view(cond_is.data(), cond_is.rows(), cond_is.cols());
-      const auto samples = rtb::sample_end_states(trainer.process(), prior, cond_is_view, o.seed + 13, o.threads);
+      const auto samples =
+          rtb::sample_end_states(trainer.process(), prior, cond_is_view, o.seed + 13, o.threads, 128, precision);
       const auto x = rtb::view_of(samples);
       std::vector<S> lr(static_cast<std::size_t>(x.rows()));
       reward.log_reward(x, cond_is_view, lr);

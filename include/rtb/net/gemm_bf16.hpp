@@ -13,7 +13,7 @@
 ///   Sapphire Rapids on, AMD Zen 4 on). A's bfloat16 pairs are broadcast, B's are packed into
 ///   pair-interleaved panels of 16 columns; a tile of up to 6 rows × 64 columns lives in 24 zmm
 ///   registers. Packing converts float to bfloat16 16 or 32 values at a time and lives on the
-///   stack (at most 96 KiB), so nothing allocates.
+///   stack (at most 144 KiB), so nothing allocates.
 /// - `emulated` elsewhere: the operands rounded the same way into stack blocks, then Eigen's
 ///   float product. Same rounding of the inputs, another order of the sums; slower than float.
 /// Both are deterministic: a result depends on the operands only, not on threads or on blocking
