@@ -11,7 +11,8 @@
 /// where the machine has it (RTB_BF16_ENGINE=emulated in the environment forces the second):
 /// - `avx512bf16`: hand-written micro-kernels on VDPBF16PS (AVX512-BF16: Intel Cooper Lake and
 ///   Sapphire Rapids on, AMD Zen 4 on). A's bfloat16 pairs are broadcast, B's are packed into
-///   pair-interleaved panels of 16 columns; a tile of up to 6 rows × 64 columns lives in 24 zmm
+///   pair-interleaved panels of 16 columns (a 16×16 register transpose where B's
+///   columns are contiguous, as for x·Wᵀ); a tile of up to 6 rows × 64 columns lives in 24 zmm
 ///   registers. Packing converts float to bfloat16 16 or 32 values at a time and lives on the
 ///   stack (at most 144 KiB), so nothing allocates.
 /// - `emulated` elsewhere: the operands rounded the same way into stack blocks, then Eigen's
@@ -142,6 +143,34 @@ RTB_BF16_TARGET inline __m512i pairs(__m512 lo, __m512 hi) noexcept {
   return _mm512_or_si512(widen(lo), _mm512_slli_epi32(widen(hi), 16));
 }
 
+/// w[j] = column j of the 16×16 block of 32-bit values at in (rows ld apart): lane l of w[j] is
+/// in[l·ld + j]. Four rounds of unpacks and lane shuffles.
+RTB_BF16_TARGET inline void transpose16(const std::uint32_t* in, Index ld, __m512i w[16]) noexcept {
+  __m512i r[16], t[16], u[16], v[16];
+  for (int i = 0; i < 16; ++i) r[i] = _mm512_load_si512(in + i * ld);
+  for (int i = 0; i < 8; ++i) {
+    t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
+  }
+  for (int g = 0; g < 4; ++g) {
+    const __m512i* a = t + 4 * g;
+    __m512i* o = u + 4 * g;
+    o[0] = _mm512_unpacklo_epi64(a[0], a[2]);
+    o[1] = _mm512_unpackhi_epi64(a[0], a[2]);
+    o[2] = _mm512_unpacklo_epi64(a[1], a[3]);
+    o[3] = _mm512_unpackhi_epi64(a[1], a[3]);
+  }
+  for (int h = 0; h < 2; ++h)
+    for (int j = 0; j < 4; ++j) {
+      v[8 * h + j] = _mm512_shuffle_i32x4(u[8 * h + j], u[8 * h + 4 + j], 0x88);
+      v[8 * h + 4 + j] = _mm512_shuffle_i32x4(u[8 * h + j], u[8 * h + 4 + j], 0xdd);
+    }
+  for (int j = 0; j < 8; ++j) {
+    w[j] = _mm512_shuffle_i32x4(v[j], v[8 + j], 0x88);
+    w[8 + j] = _mm512_shuffle_i32x4(v[j], v[8 + j], 0xdd);
+  }
+}
+
 /// B's rows [p0, p0+kc) and columns [j0, j0+nc) → out[q·ncp + s] = pair (B(2q, s), B(2q+1, s)),
 /// ncp = nc rounded up to 16, zero-padded (an odd kc gets a zero partner row).
 RTB_BF16_TARGET inline void pack_b(StridedF32 b, Index p0, Index kc, Index j0, Index nc, std::uint32_t* out,
@@ -162,7 +191,7 @@ RTB_BF16_TARGET inline void pack_b(StridedF32 b, Index p0, Index kc, Index j0, I
     }
     return;
   }
-  if (b.rs == 1) {  // a column's rows are contiguous (B = Wᵀ): convert columns, then gather
+  if (b.rs == 1) {  // a column's rows are contiguous (B = Wᵀ): convert columns, then transpose
     alignas(64) std::uint32_t col[kNc * (kKc / 2)];
     const Index kq16 = (kq + 15) / 16 * 16;
     for (Index s = 0; s < nc; ++s) {
@@ -174,15 +203,14 @@ RTB_BF16_TARGET inline void pack_b(StridedF32 b, Index p0, Index kc, Index j0, I
         _mm512_store_si512(col + s * kq16 + q, (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
       }
     }
-    const __m512i lane = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
-                                            _mm512_set1_epi32(static_cast<int>(kq16)));
-    for (Index s = 0; s < ncp; s += 16) {
-      const __mmask16 mk = tail_mask(nc - s);
-      for (Index q = 0; q < kq; ++q) {
-        const __m512i v = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), mk, lane, col + s * kq16 + q, 4);
-        _mm512_store_si512(out + q * ncp + s, v);
+    for (Index s = nc; s < ncp; ++s)
+      for (Index q = 0; q < kq16; q += 16) _mm512_store_si512(col + s * kq16 + q, _mm512_setzero_si512());
+    for (Index s = 0; s < ncp; s += 16)
+      for (Index q = 0; q < kq; q += 16) {
+        __m512i w[16];
+        transpose16(col + s * kq16 + q, kq16, w);
+        for (Index j = 0; j < 16 && q + j < kq; ++j) _mm512_store_si512(out + (q + j) * ncp + s, w[j]);
       }
-    }
     return;
   }
   for (Index q = 0; q < kq; ++q)  // any other strides
