@@ -121,6 +121,14 @@ inline void gemm_bf16_emulated(float* c, Index c_rs, Index c_cs, StridedF32 a, S
 
 #if defined(RTB_BF16_X86)
 #define RTB_BF16_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16")))
+// GCC 12's AVX-512 intrinsics (unpacks, widening) pass _mm512_undefined_epi32() through, which
+// -W(maybe-)uninitialized reports (GCC PR 105593, fixed in 13); silenced here so that users' -Werror builds stay clean.
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ < 13
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#define RTB_BF16_POP_DIAGNOSTIC 1
+#endif
 
 namespace bf16 {
 
@@ -141,6 +149,17 @@ RTB_BF16_TARGET inline __m512i widen(__m512 v) noexcept {
 /// Pairs (lo[i], hi[i]) as bfloat16 in lane i: what VDPBF16PS multiplies together.
 RTB_BF16_TARGET inline __m512i pairs(__m512 lo, __m512 hi) noexcept {
   return _mm512_or_si512(widen(lo), _mm512_slli_epi32(widen(hi), 16));
+}
+
+/// kc contiguous floats at src → pairs (src[2q], src[2q+1]) at out[q] for q < count (count ≥
+/// ⌈kc/2⌉; pairs past the data are zero), 32 floats per conversion.
+RTB_BF16_TARGET inline void contiguous_pairs(const float* src, Index kc, std::uint32_t* out, Index count) noexcept {
+  for (Index q = 0; q < count; q += 16) {
+    const Index left = std::max<Index>(0, kc - 2 * q);
+    const __m512 lo = _mm512_maskz_loadu_ps(tail_mask(left), src + 2 * q);
+    const __m512 hi = _mm512_maskz_loadu_ps(tail_mask(left > 16 ? left - 16 : 0), src + 2 * q + 16);
+    _mm512_mask_storeu_epi32(out + q, tail_mask(count - q), (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
+  }
 }
 
 /// w[j] = column j of the 16×16 block of 32-bit values at in (rows ld apart): lane l of w[j] is
@@ -195,13 +214,7 @@ RTB_BF16_TARGET inline void pack_b(StridedF32 b, Index p0, Index kc, Index j0, I
     alignas(64) std::uint32_t col[kNc * (kKc / 2)];
     const Index kq16 = (kq + 15) / 16 * 16;
     for (Index s = 0; s < nc; ++s) {
-      const float* src = b.p + (j0 + s) * b.cs + p0;
-      for (Index q = 0; q < kq; q += 16) {
-        const Index left = kc - 2 * q;
-        const __m512 lo = _mm512_maskz_loadu_ps(tail_mask(left), src + 2 * q);
-        const __m512 hi = _mm512_maskz_loadu_ps(tail_mask(left > 16 ? left - 16 : 0), src + 2 * q + 16);
-        _mm512_store_si512(col + s * kq16 + q, (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
-      }
+      contiguous_pairs(b.p + (j0 + s) * b.cs + p0, kc, col + s * kq16, kq16);
     }
     for (Index s = nc; s < ncp; ++s)
       for (Index q = 0; q < kq16; q += 16) _mm512_store_si512(col + s * kq16 + q, _mm512_setzero_si512());
@@ -231,13 +244,7 @@ RTB_BF16_TARGET inline PackedA pack_a(StridedF32 a, Index i0, Index mc, Index p0
   const Index kq = (kc + 1) / 2;
   if (a.cs == 1) {  // rows contiguous: 32 floats of a row are 16 pairs
     for (Index i = 0; i < mc; ++i) {
-      const float* src = a.p + (i0 + i) * a.rs + p0;
-      for (Index q = 0; q < kq; q += 16) {
-        const Index left = kc - 2 * q;
-        const __m512 lo = _mm512_maskz_loadu_ps(tail_mask(left), src + 2 * q);
-        const __m512 hi = _mm512_maskz_loadu_ps(tail_mask(left > 16 ? left - 16 : 0), src + 2 * q + 16);
-        _mm512_mask_storeu_epi32(out + i * kq + q, tail_mask(kq - q), (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
-      }
+      contiguous_pairs(a.p + (i0 + i) * a.rs + p0, kc, out + i * kq, kq);
     }
     return {kq, 1};
   }
@@ -345,6 +352,10 @@ RTB_BF16_TARGET inline void gemm(float* c, Index c_rs, Index c_cs, StridedF32 a,
 
 }  // namespace bf16
 #undef RTB_BF16_TARGET
+#if defined(RTB_BF16_POP_DIAGNOSTIC)
+#pragma GCC diagnostic pop
+#undef RTB_BF16_POP_DIAGNOSTIC
+#endif
 #endif
 
 /// C (m×n, strides c_rs, c_cs) = A·B (accumulate = false) or C += A·B, in bfloat16 with float sums,
