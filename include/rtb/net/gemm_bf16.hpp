@@ -90,7 +90,8 @@ inline const char* bf16_engine_name() noexcept {
 }
 
 /// The emulated engine: C (m×n, strides c_rs, c_cs) = or += A·B with A (m×k) and B (k×n) rounded
-/// to bfloat16, float sums by Eigen, in blocks of 64 that live on the stack.
+/// to bfloat16, float sums by Eigen, in blocks of 64 that live on the stack; k ≥ 1 (gemm_bf16
+/// handles k = 0).
 inline void gemm_bf16_emulated(float* c, Index c_rs, Index c_cs, StridedF32 a, StridedF32 b, Index m, Index k,
                                Index n, bool accumulate) {
   using Mat = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
@@ -114,7 +115,6 @@ inline void gemm_bf16_emulated(float* c, Index c_rs, Index c_cs, StridedF32 a, S
         else
           cv.noalias() = av * bv;
       }
-      if (k == 0 && !accumulate) cv.setZero();
     }
   }
 }
@@ -149,6 +149,18 @@ RTB_BF16_TARGET inline __m512i widen(__m512 v) noexcept {
 /// Pairs (lo[i], hi[i]) as bfloat16 in lane i: what VDPBF16PS multiplies together.
 RTB_BF16_TARGET inline __m512i pairs(__m512 lo, __m512 hi) noexcept {
   return _mm512_or_si512(widen(lo), _mm512_slli_epi32(widen(hi), 16));
+}
+
+/// Two contiguous lines of len floats → pairs (l0[s], l1[s]) at out[s] for s < count (count ≥
+/// len; pairs past the data are zero, and so are the partners when l1 is null: an odd depth).
+RTB_BF16_TARGET inline void interleaved_pairs(const float* l0, const float* l1, Index len, std::uint32_t* out,
+                                              Index count) noexcept {
+  for (Index s = 0; s < count; s += 16) {
+    const __mmask16 mk = tail_mask(std::max<Index>(0, len - s));
+    const __m512 lo = _mm512_maskz_loadu_ps(mk, l0 + s);
+    const __m512 hi = l1 ? _mm512_maskz_loadu_ps(mk, l1 + s) : _mm512_setzero_ps();
+    _mm512_mask_storeu_epi32(out + s, tail_mask(count - s), pairs(lo, hi));
+  }
 }
 
 /// kc contiguous floats at src → pairs (src[2q], src[2q+1]) at out[q] for q < count (count ≥
@@ -195,18 +207,10 @@ RTB_BF16_TARGET inline void transpose16(const std::uint32_t* in, Index ld, __m51
 RTB_BF16_TARGET inline void pack_b(StridedF32 b, Index p0, Index kc, Index j0, Index nc, std::uint32_t* out,
                                    Index ncp) {
   const Index kq = (kc + 1) / 2;
-  const __m512 zero = _mm512_setzero_ps();
   if (b.cs == 1) {  // a row's columns are contiguous: two rows make 16 pairs per vector
     for (Index q = 0; q < kq; ++q) {
       const float* r0 = b.p + (p0 + 2 * q) * b.rs + j0;
-      const bool has1 = 2 * q + 1 < kc;
-      const float* r1 = r0 + b.rs;
-      for (Index s = 0; s < ncp; s += 16) {
-        const __mmask16 mk = tail_mask(nc - s);
-        const __m512 lo = _mm512_maskz_loadu_ps(mk, r0 + s);
-        const __m512 hi = has1 ? _mm512_maskz_loadu_ps(mk, r1 + s) : zero;
-        _mm512_store_si512(out + q * ncp + s, pairs(lo, hi));
-      }
+      interleaved_pairs(r0, 2 * q + 1 < kc ? r0 + b.rs : nullptr, nc, out + q * ncp, ncp);
     }
     return;
   }
@@ -249,16 +253,9 @@ RTB_BF16_TARGET inline PackedA pack_a(StridedF32 a, Index i0, Index mc, Index p0
     return {kq, 1};
   }
   if (a.rs == 1) {  // columns contiguous (A = dYᵀ): two columns make 16 pairs per vector
-    const __m512 zero = _mm512_setzero_ps();
     for (Index q = 0; q < kq; ++q) {
       const float* c0 = a.p + (p0 + 2 * q) * a.cs + i0;
-      const bool has1 = 2 * q + 1 < kc;
-      for (Index i = 0; i < mc; i += 16) {
-        const __mmask16 mk = tail_mask(mc - i);
-        const __m512 lo = _mm512_maskz_loadu_ps(mk, c0 + i);
-        const __m512 hi = has1 ? _mm512_maskz_loadu_ps(mk, c0 + a.cs + i) : zero;
-        _mm512_mask_storeu_epi32(out + q * mc + i, mk, pairs(lo, hi));
-      }
+      interleaved_pairs(c0, 2 * q + 1 < kc ? c0 + a.cs : nullptr, mc, out + q * mc, mc);
     }
     return {1, mc};
   }
