@@ -9,7 +9,7 @@
 //                            with Config::flush_denormals on (1, the default) or off (0)
 //   BM_SampleBf16/B/T/threads/weights, BM_RtbStepBf16/B/T/threads/weights
 //                            the same with Config::precision = BFloat16 (flushing on); the label
-//                            names the engine (avx512bf16, or emulated where the CPU lacks it)
+//                            names the engine (amx, avx512bf16, or emulated where the CPU lacks both)
 //
 // Timings are wall-clock. The trainer is built and stepped once before timing, so the timed steps
 // are the steady state (no allocation, warm caches). The exploration schedule holds σ_expl = 0.5

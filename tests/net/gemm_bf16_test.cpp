@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 // The bfloat16 product (Precision::BFloat16): rounding of the operands against hand-derived bit
-// patterns, every layout and edge shape of both engines against a double reference on the
+// patterns, every layout and edge shape of every engine the machine has against a double reference on the
 // rounded operands (products of bfloat16 values are exact in float, so only the float sums
 // differ: a bound of (k + 2)·2⁻²⁴·Σ|a||b| per element), and the dispatch from detail::gemm.
 
@@ -32,9 +32,10 @@ float bits_to_float(std::uint32_t u) {
 std::vector<Bf16Engine> engines() {
   std::vector<Bf16Engine> e{Bf16Engine::Emulated};
   if (rtb::detail::cpu_has_avx512bf16()) e.push_back(Bf16Engine::Avx512Bf16);
+  if (rtb::detail::cpu_has_amx_bf16()) e.push_back(Bf16Engine::Amx);
   return e;
 }
-const char* name(Bf16Engine e) { return e == Bf16Engine::Avx512Bf16 ? "avx512bf16" : "emulated"; }
+const char* name(Bf16Engine e) { return rtb::detail::bf16_engine_name(e); }
 
 TEST_CASE("to_bf16_bits rounds to nearest even, flushes subnormals and keeps NaN and infinity") {
   using rtb::detail::to_bf16_bits;
@@ -51,7 +52,7 @@ TEST_CASE("to_bf16_bits rounds to nearest even, flushes subnormals and keeps NaN
   CHECK(std::isnan(rtb::detail::from_bf16_bits(to_bf16_bits(bits_to_float(0x7F800001u)))));  // signalling: not inf
 }
 
-TEST_CASE("both engines round each operand as to_bf16_bits does (k = 1 products are exact)") {
+TEST_CASE("every engine rounds each operand as to_bf16_bits does (k = 1 products are exact)") {
   // A is a column of awkward values, B a row of ones and powers of two: C(i, j) = bf16(a_i)·b_j.
   std::vector<float> a = {1.0f, bits_to_float(0x3F808000u), bits_to_float(0x3F818000u), bits_to_float(0x3F808001u),
                           -3.14159f, 1e-40f, -1e-40f, 1.17549435e-38f, 65504.0f, 1e30f, -7.0e-20f, 0.1f,
@@ -79,7 +80,8 @@ struct Layout {
 
 TEST_CASE("gemm_bf16 matches the double product of the rounded operands in every layout and shape") {
   const Index shapes[][3] = {{128, 64, 64}, {128, 2, 64}, {128, 64, 2}, {1, 1, 1},    {5, 3, 7},    {7, 17, 33},
-                             {13, 31, 16},  {6, 128, 64}, {200, 130, 200}, {64, 257, 31}, {193, 5, 193}, {3, 64, 128}};
+                             {13, 31, 16},  {6, 128, 64}, {200, 130, 200}, {64, 257, 31}, {193, 5, 193}, {3, 64, 128},
+                             {40, 64, 48},  {24, 96, 80}};
   const Layout layouts[] = {{true, false, true}, {true, true, true},  {false, true, true},  {false, false, true},
                             {true, false, false}, {false, true, false}};
   std::uint64_t seed = 1;

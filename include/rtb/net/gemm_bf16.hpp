@@ -7,16 +7,25 @@
 /// values are exact in float, so the only differences from float arithmetic are the operands'
 /// rounding (relative 2⁻⁹ each) and the order of the float sums.
 ///
-/// Two engines, chosen at run time, so a build for a generic x86-64 still uses the instruction
-/// where the machine has it (RTB_BF16_ENGINE=emulated in the environment forces the second):
+/// Three engines, chosen at run time, so a build for a generic x86-64 still uses the instructions
+/// where the machine has them (RTB_BF16_ENGINE=avx512bf16 or =emulated in the environment forces a
+/// lesser one, to reproduce another machine's numbers on this one):
+/// - `amx`: AMX-BF16 tiles (Intel Sapphire Rapids on), where CPUID has them and Linux grants the
+///   process the tile state (arch_prctl, asked once). TDPBF16PS multiplies a 16×32 bfloat16 tile
+///   of A by a 32×16 one of B into a 16×16 float tile; 2×2 C tiles per block, A packed as
+///   bfloat16 rows, B as the avx512bf16 engine packs it. C tiles are loaded and stored straight
+///   from C where they are whole, through a 16×16 scratch tile at the edges.
 /// - `avx512bf16`: hand-written micro-kernels on VDPBF16PS (AVX512-BF16: Intel Cooper Lake and
 ///   Sapphire Rapids on, AMD Zen 4 on). A's bfloat16 pairs are broadcast, B's are packed into
 ///   pair-interleaved panels of 16 columns (a 16×16 register transpose where B's
 ///   columns are contiguous, as for x·Wᵀ); a tile of up to 6 rows × 64 columns lives in 24 zmm
-///   registers. Packing converts float to bfloat16 16 or 32 values at a time and lives on the
-///   stack (at most 144 KiB), so nothing allocates.
+///   registers.
 /// - `emulated` elsewhere: the operands rounded the same way into stack blocks, then Eigen's
 ///   float product. Same rounding of the inputs, another order of the sums; slower than float.
+/// Packing converts float to bfloat16 16 or 32 values at a time and lives on the stack (at most
+/// 148 KiB per call: the amx engine's A and B panels, its A transpose buffer and 4 KiB of C
+/// scratch), so nothing allocates. The three engines sum in different orders, so their last bits
+/// differ from one another.
 /// Both are deterministic: a result depends on the operands only, not on threads or on blocking
 /// across calls. docs/algorithm.md ("Precision") says what bfloat16 changes numerically.
 
@@ -31,6 +40,10 @@
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>
 #define RTB_BF16_X86 1
+#if defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 #endif
 
 namespace rtb::detail {
@@ -62,7 +75,7 @@ struct StridedF32 {
 };
 
 /// Which engine gemm_bf16 uses on this machine.
-enum class Bf16Engine { Emulated, Avx512Bf16 };
+enum class Bf16Engine { Emulated, Avx512Bf16, Amx };
 inline bool cpu_has_avx512bf16() noexcept {
 #if defined(RTB_BF16_X86)
   static const bool has = [] {
@@ -75,19 +88,40 @@ inline bool cpu_has_avx512bf16() noexcept {
   return false;
 #endif
 }
-/// The machine's best, unless the environment variable RTB_BF16_ENGINE=emulated asks for the
-/// engine every x86-64 has (to reproduce on one machine the numbers of another); read once.
+/// AMX-BF16 usable: the CPU has it (with AVX512-BF16, which the packing uses) and the kernel lets
+/// this process use the tile registers (Linux asks for it once, with arch_prctl; without the
+/// permission the first tile instruction would raise SIGILL). Asked once.
+inline bool cpu_has_amx_bf16() noexcept {
+#if defined(RTB_BF16_X86) && defined(__linux__)
+  static const bool has = [] {
+    __builtin_cpu_init();
+    if (!cpu_has_avx512bf16() || !__builtin_cpu_supports("amx-tile") || !__builtin_cpu_supports("amx-bf16"))
+      return false;
+    constexpr long kReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;  // <asm/prctl.h>, the XSAVE feature number
+    return syscall(SYS_arch_prctl, kReqXcompPerm, kXfeatureXtiledata) == 0;
+  }();
+  return has;
+#else
+  return false;
+#endif
+}
+/// The machine's best engine (amx, then avx512bf16, then emulated), or a lesser one that the
+/// environment variable RTB_BF16_ENGINE names (emulated, avx512bf16), to reproduce on one
+/// machine the numbers of another; a name the machine cannot run falls back to its best. Read once.
 inline Bf16Engine bf16_engine() noexcept {
   static const Bf16Engine engine = [] {
     const char* env = std::getenv("RTB_BF16_ENGINE");
     if (env != nullptr && std::strcmp(env, "emulated") == 0) return Bf16Engine::Emulated;
+    if (env != nullptr && std::strcmp(env, "avx512bf16") == 0 && cpu_has_avx512bf16()) return Bf16Engine::Avx512Bf16;
+    if (cpu_has_amx_bf16()) return Bf16Engine::Amx;
     return cpu_has_avx512bf16() ? Bf16Engine::Avx512Bf16 : Bf16Engine::Emulated;
   }();
   return engine;
 }
-inline const char* bf16_engine_name() noexcept {
-  return bf16_engine() == Bf16Engine::Avx512Bf16 ? "avx512bf16" : "emulated";
+inline const char* bf16_engine_name(Bf16Engine e) noexcept {
+  return e == Bf16Engine::Amx ? "amx" : e == Bf16Engine::Avx512Bf16 ? "avx512bf16" : "emulated";
 }
+inline const char* bf16_engine_name() noexcept { return bf16_engine_name(bf16_engine()); }
 
 /// The emulated engine: C (m×n, strides c_rs, c_cs) = or += A·B with A (m×k) and B (k×n) rounded
 /// to bfloat16, float sums by Eigen, in blocks of 64 that live on the stack; k ≥ 1 (gemm_bf16
@@ -347,6 +381,188 @@ RTB_BF16_TARGET inline void gemm(float* c, Index c_rs, Index c_cs, StridedF32 a,
   }
 }
 
+/// AMX-BF16 (Intel Sapphire Rapids on): TDPBF16PS multiplies a 16×32 bfloat16 tile of A by a
+/// 32×16 one of B into a 16×16 float tile, 16 times VDPBF16PS's work per instruction. Eight tile
+/// registers: four C tiles (a 32×32 block), two of A, two of B. The instructions are written as
+/// inline assembly (the compiler never allocates tile registers), so no AMX target flag is needed
+/// to build, and the code runs only where CPUID and the kernel (arch_prctl) allow it.
+namespace amx {
+
+struct alignas(64) TileConfig {
+  std::uint8_t palette = 1, start_row = 0;
+  std::uint8_t reserved[14] = {};
+  std::uint16_t colsb[16] = {};
+  std::uint8_t rows[16] = {};
+};
+static_assert(sizeof(TileConfig) == 64);
+
+inline void load_config(const TileConfig* cfg) noexcept { __asm__ volatile("ldtilecfg (%0)" ::"r"(cfg) : "memory"); }
+inline void release() noexcept { __asm__ volatile("tilerelease" ::: "memory"); }
+template <int T>
+inline void zero() noexcept {
+  __asm__ volatile("tilezero %%tmm%c0" ::"i"(T));
+}
+template <int T>
+inline void load(const void* base, Index stride_bytes) noexcept {
+  __asm__ volatile("tileloadd (%0,%1,1), %%tmm%c2" ::"r"(base), "r"(stride_bytes), "i"(T) : "memory");
+}
+template <int T>
+inline void store(void* base, Index stride_bytes) noexcept {
+  __asm__ volatile("tilestored %%tmm%c2, (%0,%1,1)" ::"r"(base), "r"(stride_bytes), "i"(T) : "memory");
+}
+/// tmm[C] += tmm[A]·tmm[B] (A: 16 rows of 16 pairs; B: 16 pair rows of 16 columns).
+template <int C, int A, int B>
+inline void dot() noexcept {
+  __asm__ volatile("tdpbf16ps %%tmm%c2, %%tmm%c1, %%tmm%c0" ::"i"(C), "i"(A), "i"(B));
+}
+
+/// A's rows [i0, i0+mc) and columns [p0, p0+kc) → out[i·kq16 + q] = pair (A(i, 2q), A(i, 2q+1)):
+/// rows of kq16 pairs (kq rounded up to 16, zero-padded), rows up to mc16 (mc rounded up to 16)
+/// zero, as A tiles read them.
+RTB_BF16_TARGET inline void pack_a(StridedF32 a, Index i0, Index mc, Index p0, Index kc, std::uint32_t* out,
+                                   Index kq16) {
+  const Index kq = (kc + 1) / 2, mc16 = (mc + 15) / 16 * 16;
+  if (a.cs == 1) {  // rows contiguous
+    for (Index i = 0; i < mc; ++i) contiguous_pairs(a.p + (i0 + i) * a.rs + p0, kc, out + i * kq16, kq16);
+  } else if (a.rs == 1) {  // columns contiguous (A = Xᵀ): pair two columns, then transpose 16×16 blocks
+    alignas(64) std::uint32_t tmp[(kKc / 2) * kMc];
+    for (Index q = 0; q < kq16; ++q) {
+      if (q < kq) {
+        const float* c0 = a.p + (p0 + 2 * q) * a.cs + i0;
+        interleaved_pairs(c0, 2 * q + 1 < kc ? c0 + a.cs : nullptr, mc, tmp + q * mc16, mc16);
+      } else {
+        std::memset(tmp + q * mc16, 0, static_cast<std::size_t>(mc16) * 4);
+      }
+    }
+    for (Index q = 0; q < kq16; q += 16)
+      for (Index i = 0; i < mc16; i += 16) {
+        __m512i w[16];
+        transpose16(tmp + q * mc16 + i, mc16, w);
+        for (Index j = 0; j < 16; ++j) _mm512_store_si512(out + (i + j) * kq16 + q, w[j]);
+      }
+    return;
+  } else {
+    for (Index i = 0; i < mc; ++i)
+      for (Index q = 0; q < kq16; ++q) {
+        const std::uint32_t lo = q < kq ? to_bf16_bits(a(i0 + i, p0 + 2 * q)) : 0;
+        const std::uint32_t hi = 2 * q + 1 < kc ? to_bf16_bits(a(i0 + i, p0 + 2 * q + 1)) : 0;
+        out[i * kq16 + q] = lo | (hi << 16);
+      }
+  }
+  std::memset(out + mc * kq16, 0, static_cast<std::size_t>((mc16 - mc) * kq16) * 4);
+}
+
+/// One C tile's place: straight in C (a full tile of a row-major C), or a 16×16 scratch tile that
+/// holds C's part (zeros elsewhere) and is copied back. Either way the tile starts from C when
+/// load_c, so the arithmetic, and hence every element, is the same on both paths.
+struct CTile {
+  float* c;
+  Index c_rs, c_cs, rows, cols;
+  bool direct;
+  float* scratch;
+  RTB_BF16_TARGET void* base() const noexcept { return direct ? static_cast<void*>(c) : scratch; }
+  Index stride() const noexcept { return direct ? c_rs * 4 : 64; }
+  RTB_BF16_TARGET void fill_scratch() const noexcept {
+    for (Index r = 0; r < 16; ++r)
+      for (Index s = 0; s < 16; ++s) scratch[r * 16 + s] = r < rows && s < cols ? c[r * c_rs + s * c_cs] : 0.0f;
+  }
+  RTB_BF16_TARGET void copy_back() const noexcept {
+    for (Index r = 0; r < rows; ++r)
+      for (Index s = 0; s < cols; ++s) c[r * c_rs + s * c_cs] = scratch[r * 16 + s];
+  }
+};
+
+template <int T>
+RTB_BF16_TARGET inline void begin(const CTile& t, bool load_c) noexcept {
+  if (!load_c) return zero<T>();
+  if (!t.direct) t.fill_scratch();
+  load<T>(t.base(), t.stride());
+}
+template <int T>
+RTB_BF16_TARGET inline void finish(const CTile& t) noexcept {
+  store<T>(t.base(), t.stride());
+  if (!t.direct) t.copy_back();
+}
+
+/// A block of MT×NT C tiles (tiles 0–3) over kq16 pairs: A tiles 4–5 from ap (rows kq16 pairs
+/// long), B tiles 6–7 from bp (rows ncp columns long).
+template <int MT, int NT>
+RTB_BF16_TARGET inline void block(const std::uint32_t* ap, Index kq16, const std::uint32_t* bp, Index ncp,
+                                  const CTile (&ct)[2][2], bool load_c) noexcept {
+  begin<0>(ct[0][0], load_c);
+  if constexpr (NT == 2) begin<1>(ct[0][1], load_c);
+  if constexpr (MT == 2) begin<2>(ct[1][0], load_c);
+  if constexpr (MT == 2 && NT == 2) begin<3>(ct[1][1], load_c);
+  const Index sa = kq16 * 4, sb = ncp * 4;
+  for (Index q = 0; q < kq16; q += 16) {
+    load<4>(ap + q, sa);
+    if constexpr (MT == 2) load<5>(ap + 16 * kq16 + q, sa);
+    load<6>(bp + q * ncp, sb);
+    if constexpr (NT == 2) load<7>(bp + q * ncp + 16, sb);
+    dot<0, 4, 6>();
+    if constexpr (NT == 2) dot<1, 4, 7>();
+    if constexpr (MT == 2) dot<2, 5, 6>();
+    if constexpr (MT == 2 && NT == 2) dot<3, 5, 7>();
+  }
+  finish<0>(ct[0][0]);
+  if constexpr (NT == 2) finish<1>(ct[0][1]);
+  if constexpr (MT == 2) finish<2>(ct[1][0]);
+  if constexpr (MT == 2 && NT == 2) finish<3>(ct[1][1]);
+}
+
+RTB_BF16_TARGET inline void gemm(float* c, Index c_rs, Index c_cs, StridedF32 a, StridedF32 b, Index m, Index k,
+                                 Index n, bool accumulate) {
+  alignas(64) std::uint32_t bp[(kKc / 2) * kNc];
+  alignas(64) std::uint32_t ap[kMc * (kKc / 2)];
+  alignas(64) float scratch[4][256];
+  TileConfig cfg;
+  for (int t = 0; t < 8; ++t) {
+    cfg.colsb[t] = 64;
+    cfg.rows[t] = 16;
+  }
+  load_config(&cfg);
+  for (Index j0 = 0; j0 < n; j0 += kNc) {
+    const Index nc = std::min(kNc, n - j0), ncp = (nc + 15) / 16 * 16;
+    for (Index p0 = 0; p0 < k; p0 += kKc) {
+      const Index kc = std::min(kKc, k - p0), kq = (kc + 1) / 2, kq16 = (kq + 15) / 16 * 16;
+      const bool load_c = accumulate || p0 > 0;
+      bf16::pack_b(b, p0, kc, j0, nc, bp, ncp);
+      std::memset(bp + kq * ncp, 0, static_cast<std::size_t>((kq16 - kq) * ncp) * 4);
+      for (Index i0 = 0; i0 < m; i0 += kMc) {
+        const Index mc = std::min(kMc, m - i0), mc16 = (mc + 15) / 16 * 16;
+        pack_a(a, i0, mc, p0, kc, ap, kq16);
+        for (Index r = 0; r < mc16; r += 32) {
+          const int mt = mc16 - r >= 32 ? 2 : 1;
+          for (Index s = 0; s < ncp; s += 32) {
+            const int nt = ncp - s >= 32 ? 2 : 1;
+            CTile ct[2][2];
+            for (int u = 0; u < 2; ++u)
+              for (int v = 0; v < 2; ++v) {
+                const Index rows = std::clamp<Index>(mc - r - 16 * u, 0, 16);
+                const Index cols = std::clamp<Index>(nc - s - 16 * v, 0, 16);
+                ct[u][v] = {c + (i0 + r + 16 * u) * c_rs + (j0 + s + 16 * v) * c_cs, c_rs, c_cs, rows, cols,
+                            c_cs == 1 && rows == 16 && cols == 16, scratch[2 * u + v]};
+              }
+            const std::uint32_t* at = ap + r * kq16;
+            const std::uint32_t* bt = bp + s;
+            if (mt == 2 && nt == 2)
+              block<2, 2>(at, kq16, bt, ncp, ct, load_c);
+            else if (mt == 2)
+              block<2, 1>(at, kq16, bt, ncp, ct, load_c);
+            else if (nt == 2)
+              block<1, 2>(at, kq16, bt, ncp, ct, load_c);
+            else
+              block<1, 1>(at, kq16, bt, ncp, ct, load_c);
+          }
+        }
+      }
+    }
+  }
+  release();
+}
+
+}  // namespace amx
+
 }  // namespace bf16
 #undef RTB_BF16_TARGET
 #if defined(RTB_BF16_POP_DIAGNOSTIC)
@@ -367,12 +583,12 @@ inline void gemm_bf16(float* c, Index c_rs, Index c_cs, StridedF32 a, StridedF32
     return;
   }
 #if defined(RTB_BF16_X86)
-  if (engine == Bf16Engine::Avx512Bf16 && cpu_has_avx512bf16()) {
-    // A thin C (a layer's 2 outputs) would use 1 or 2 of a vector's 16 lanes: compute Cᵀ = Bᵀ·Aᵀ
+  if ((engine == Bf16Engine::Amx && cpu_has_amx_bf16()) || (engine == Bf16Engine::Avx512Bf16 && cpu_has_avx512bf16())) {
+    auto run = engine == Bf16Engine::Amx ? &bf16::amx::gemm : &bf16::gemm;
+    // A thin C (a layer's 2 outputs) would use 1 or 2 of a tile's 16 columns: compute Cᵀ = Bᵀ·Aᵀ
     // instead, so the long side runs along the vectors. Chosen by the shape alone.
-    if (n < 8 && m > n)
-      return bf16::gemm(c, c_cs, c_rs, {b.p, b.cs, b.rs}, {a.p, a.cs, a.rs}, n, k, m, accumulate);
-    return bf16::gemm(c, c_rs, c_cs, a, b, m, k, n, accumulate);
+    if (n < 8 && m > n) return run(c, c_cs, c_rs, {b.p, b.cs, b.rs}, {a.p, a.cs, a.rs}, n, k, m, accumulate);
+    return run(c, c_rs, c_cs, a, b, m, k, n, accumulate);
   }
 #endif
   gemm_bf16_emulated(c, c_rs, c_cs, a, b, m, k, n, accumulate);
