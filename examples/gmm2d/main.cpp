@@ -27,6 +27,7 @@
 #include <rtb/rtb.hpp>
 
 #include "../common/plot.hpp"
+#include "../common/precision.hpp"
 
 namespace {
 
@@ -55,7 +56,7 @@ struct Options {
   std::int64_t tv_every = 0;                // 0: no time-to-quality probe
   rtb::Index tv_samples = 2000;
   double tv_target = 0.05;
-  std::string precision = "f32";
+  examples::PrecisionOption precision;
 };
 
 struct Quality {
@@ -110,10 +111,9 @@ int main(int argc, char** argv) {
       ->check(CLI::NonNegativeNumber);
   app.add_option("--tv-samples", o.tv_samples, "samples per time-to-quality evaluation")->check(CLI::PositiveNumber);
   app.add_option("--tv-target", o.tv_target, "the TV that counts as reached")->check(CLI::PositiveNumber);
-  app.add_option("--precision", o.precision, "the network's products: f32, or bf16 operands with float sums")
-      ->check(CLI::IsMember({"f32", "bf16"}));
+  o.precision.add(app, "the network's");
   CLI11_PARSE(app, argc, argv);
-  const rtb::Precision precision = o.precision == "bf16" ? rtb::Precision::BFloat16 : rtb::Precision::Float32;
+  const rtb::Precision precision = o.precision.value();
   std::setvbuf(stdout, nullptr, _IOLBF, 0);  // progress lines appear as they happen, even in a log file
   if (o.smoke) {
     o.iterations = std::min<std::int64_t>(o.iterations, 30);
@@ -140,8 +140,7 @@ int main(int argc, char** argv) {
                                  .threads = o.threads,
                                  .seed = o.seed,
                                  .precision = precision};
-    std::printf("precision %s (products on %s)\n", o.precision.c_str(),
-                precision == rtb::Precision::BFloat16 ? rtb::detail::bf16_engine_name() : "float");
+    o.precision.print();
     std::printf("fitting the prior: %lld iterations, batch %lld, %.0f%% of steps per iteration\n",
                 static_cast<long long>(pc.iterations), static_cast<long long>(pc.batch_size), 100 * pc.step_fraction);
     rtb::fit_prior(

@@ -33,6 +33,7 @@
 #include <rtb/rtb.hpp>
 
 #include "../common/plot.hpp"
+#include "../common/precision.hpp"
 #include "infill_net.hpp"
 #include "reward.hpp"
 #include "text.hpp"
@@ -69,7 +70,7 @@ struct Options {
   std::string load_prior, save_prior;
   bool smoke = false;
   bool start_from_prior = false;
-  std::string precision = "f32";
+  examples::PrecisionOption precision;
 };
 
 /// One infilling problem: a sentence and where its middle starts.
@@ -164,10 +165,9 @@ int main(int argc, char** argv) {
   app.add_flag("--start-from-prior", o.start_from_prior,
                "start the posterior as a copy of the prior instead of the prior's native infiller");
   app.add_flag("--smoke", o.smoke, "tiny configuration for tests");
-  app.add_option("--precision", o.precision, "the denoiser's products: f32, or bf16 operands with float sums")
-      ->check(CLI::IsMember({"f32", "bf16"}));
+  o.precision.add(app, "the denoiser's");
   CLI11_PARSE(app, argc, argv);
-  const rtb::Precision precision = o.precision == "bf16" ? rtb::Precision::BFloat16 : rtb::Precision::Float32;
+  const rtb::Precision precision = o.precision.value();
   std::setvbuf(stdout, nullptr, _IOLBF, 0);  // progress lines appear as they happen, even in a log file
   if (o.smoke) {
     o.prior_iterations = std::min<std::int64_t>(o.prior_iterations, 20);
@@ -270,8 +270,7 @@ int main(int argc, char** argv) {
                                  .threads = o.threads,
                                  .seed = o.seed,
                                  .precision = precision};
-    std::printf("precision %s (products on %s)\n", o.precision.c_str(),
-                precision == rtb::Precision::BFloat16 ? rtb::detail::bf16_engine_name() : "float");
+    o.precision.print();
     if (!o.load_prior.empty()) {
       rtb::load_parameters(prior, o.load_prior);
       std::printf("prior weights read from %s\n", o.load_prior.c_str());
