@@ -35,7 +35,6 @@ std::vector<Bf16Engine> engines() {
   if (rtb::detail::cpu_has_amx_bf16()) e.push_back(Bf16Engine::Amx);
   return e;
 }
-const char* name(Bf16Engine e) { return rtb::detail::bf16_engine_name(e); }
 
 TEST_CASE("to_bf16_bits rounds to nearest even, flushes subnormals and keeps NaN and infinity") {
   using rtb::detail::to_bf16_bits;
@@ -63,7 +62,7 @@ TEST_CASE("every engine rounds each operand as to_bf16_bits does (k = 1 products
   std::vector<float> b(n);
   for (Index j = 0; j < n; ++j) b[static_cast<std::size_t>(j)] = std::ldexp(1.0f, static_cast<int>(j % 5));  // ≥ 1: no product is subnormal
   for (Bf16Engine e : engines()) {
-    CAPTURE(name(e));
+    CAPTURE(rtb::detail::bf16_engine_name(e));
     std::vector<float> c(static_cast<std::size_t>(rows * n), -1.0f);
     rtb::detail::gemm_bf16(c.data(), n, 1, {a.data(), 1, 1}, {b.data(), n, 1}, rows, 1, n, false, e);
     for (Index i = 0; i < rows; ++i)
@@ -107,7 +106,7 @@ TEST_CASE("gemm_bf16 matches the double product of the rounded operands in every
         const StridedF32 bv{b.data(), lay.b_row ? ldb : 1, lay.b_row ? 1 : ldb};
         const Index c_rs = lay.c_row ? ldc : 1, c_cs = lay.c_row ? 1 : ldc;
         for (Bf16Engine e : engines()) {
-          CAPTURE(name(e));
+          CAPTURE(rtb::detail::bf16_engine_name(e));
           std::vector<float> c = c0;
           rtb::detail::gemm_bf16(c.data(), c_rs, c_cs, av, bv, m, k, n, accumulate, e);
           Index bad = 0;

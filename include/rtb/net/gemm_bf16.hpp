@@ -26,7 +26,7 @@
 /// 148 KiB per call: the amx engine's A and B panels, its A transpose buffer and 4 KiB of C
 /// scratch), so nothing allocates. The three engines sum in different orders, so their last bits
 /// differ from one another.
-/// Both are deterministic: a result depends on the operands only, not on threads or on blocking
+/// All three are deterministic: a result depends on the operands only, not on threads or on blocking
 /// across calls. docs/algorithm.md ("Precision") says what bfloat16 changes numerically.
 
 #include <Eigen/Core>
@@ -89,8 +89,8 @@ inline bool cpu_has_avx512bf16() noexcept {
 #endif
 }
 /// AMX-BF16 usable: the CPU has it (with AVX512-BF16, which the packing uses) and the kernel lets
-/// this process use the tile registers (Linux asks for it once, with arch_prctl; without the
-/// permission the first tile instruction would raise SIGILL). Asked once.
+/// this process use the tile registers (rtb asks Linux with arch_prctl; without the
+/// permission the first tile instruction would raise SIGILL). Checked once, on first use.
 inline bool cpu_has_amx_bf16() noexcept {
 #if defined(RTB_BF16_X86) && defined(__linux__)
   static const bool has = [] {
