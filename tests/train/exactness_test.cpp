@@ -76,7 +76,7 @@ TEST_CASE("exactness: RTB recovers the closed-form Gaussian posterior and log Z"
   const rtb::GaussianProcess<S> process(2, 20, kSigma2, rtb::GaussianHead::MeanAndLogVariance);
   rtb::RelativeTrajectoryBalance trainer(process, zero_drift_prior(), gaussian_reward(), exactness_config(1));
   trainer.train(800);
-  check_posterior(trainer, "on-policy", {0x8960b86dcced6158ull, -1.5511124504987397});
+  check_posterior(trainer, "on-policy", {0x43d2e95de503ee06ull, -1.5511124504987397});
 }
 
 TEST_CASE("off-policy: exploration and replay reach the same fixed point") {
@@ -89,5 +89,5 @@ TEST_CASE("off-policy: exploration and replay reach the same fixed point") {
   std::int64_t replayed = 0;
   trainer.train(800, [&](const auto&, const rtb::StepStats& s) { replayed += s.replayed; });
   CHECK(replayed > 790 * 64);  // every step but the first carried 64 replayed, re-noised trajectories
-  check_posterior(trainer, "exploration + replay", {0x3fcaaff166689a1dull, -1.5352425329153443});
+  check_posterior(trainer, "exploration + replay", {0x32bf4853b77c28f9ull, -1.5352425329153443});
 }

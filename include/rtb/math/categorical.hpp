@@ -2,7 +2,8 @@
 #pragma once
 /// \file
 /// Categorical distributions from logits, in the form the masked process needs per position:
-/// log-softmax by logsumexp, its gradient, and inverse-CDF sampling from one uniform.
+/// log-softmax by logsumexp, its gradient, and inverse-CDF sampling from one uniform; in float
+/// through rtb's own exp and log and explicit fmas, so the CPU and the GPU draw the same tokens.
 
 #include <cmath>
 
@@ -21,7 +22,7 @@ RTB_HOST_DEVICE inline T log_softmax_at(const T* logits, Index n, Index k) {
 template <class T>
 RTB_HOST_DEVICE inline void d_log_softmax_at(const T* logits, Index n, Index k, T w, T* grad) {
   const T lse = logsumexp(logits, n);
-  for (Index j = 0; j < n; ++j) grad[j] = -w * std::exp(logits[j] - lse);
+  for (Index j = 0; j < n; ++j) grad[j] = -w * math::exp(logits[j] - lse);
   grad[k] += w;
 }
 
@@ -31,7 +32,7 @@ RTB_HOST_DEVICE inline Index sample_categorical(const T* logits, Index n, T u, T
   const T lse = logsumexp(logits, n);
   T acc = T(0);
   for (Index j = 0; j + 1 < n; ++j) {
-    acc += (T(1) - epsilon) * std::exp(logits[j] - lse) + epsilon / static_cast<T>(n);
+    acc += fma(T(1) - epsilon, math::exp(logits[j] - lse), epsilon / static_cast<T>(n));
     if (u < acc) return j;
   }
   return n - 1;

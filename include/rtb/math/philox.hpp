@@ -8,8 +8,10 @@
 
 #include <cmath>
 #include <cstdint>
+#include <type_traits>
 
 #include "rtb/base.hpp"
+#include "rtb/math/portable.hpp"
 
 namespace rtb::math {
 
@@ -75,7 +77,9 @@ RTB_HOST_DEVICE inline T uniform01(std::uint32_t bits) {
 }
 
 /// Four standard normals from one Philox block (two Box-Muller pairs) for (row, step, lane4):
-/// the normal for dimension d of a row is `normals4(key, row, step, d / 4)[d % 4]`.
+/// the normal for dimension d of a row is `normals4(key, row, step, d / 4)[d % 4]`. In float the
+/// logarithm, sine and cosine are rtb's own (rtb/math/portable.hpp), so the draws are the same bits
+/// on every machine, compiler and C library, and on the GPU; in double they are the C library's.
 template <class T>
 struct Normal4 {
   T v[4];
@@ -85,12 +89,20 @@ template <class T>
 RTB_HOST_DEVICE inline Normal4<T> normals4(const NoiseKey& key, std::uint64_t row, std::uint32_t step,
                                            std::uint32_t lane4) {
   const Uint4 b = key.block(row, step, lane4);
-  constexpr T two_pi = T(6.283185307179586476925);
-  const T r0 = std::sqrt(T(-2) * std::log(uniform_open0<T>(b.v[0])));
-  const T r1 = std::sqrt(T(-2) * std::log(uniform_open0<T>(b.v[2])));
-  const T a0 = two_pi * uniform01<T>(b.v[1]);
-  const T a1 = two_pi * uniform01<T>(b.v[3]);
-  return Normal4<T>{{r0 * std::cos(a0), r0 * std::sin(a0), r1 * std::cos(a1), r1 * std::sin(a1)}};
+  if constexpr (std::is_same_v<T, float>) {
+    const float r0 = std::sqrt(-2.0f * portable::log(uniform_open0<float>(b.v[0])));
+    const float r1 = std::sqrt(-2.0f * portable::log(uniform_open0<float>(b.v[2])));
+    const portable::SinCos a0 = portable::sincos_turn24(b.v[1] >> 8);  // the angle 2π·uniform01(b.v[1])
+    const portable::SinCos a1 = portable::sincos_turn24(b.v[3] >> 8);
+    return Normal4<float>{{r0 * a0.cos, r0 * a0.sin, r1 * a1.cos, r1 * a1.sin}};
+  } else {
+    constexpr T two_pi = T(6.283185307179586476925);
+    const T r0 = std::sqrt(T(-2) * std::log(uniform_open0<T>(b.v[0])));
+    const T r1 = std::sqrt(T(-2) * std::log(uniform_open0<T>(b.v[2])));
+    const T a0 = two_pi * uniform01<T>(b.v[1]);
+    const T a1 = two_pi * uniform01<T>(b.v[3]);
+    return Normal4<T>{{r0 * std::cos(a0), r0 * std::sin(a0), r1 * std::cos(a1), r1 * std::sin(a1)}};
+  }
 }
 
 /// One standard normal for (row, step, dimension).

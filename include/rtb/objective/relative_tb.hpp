@@ -12,6 +12,7 @@
 #include <span>
 
 #include "rtb/concepts/reduction.hpp"
+#include "rtb/math/relative_tb.hpp"
 #include "rtb/objective/objective.hpp"
 
 namespace rtb {
@@ -31,14 +32,12 @@ struct RelativeTB {
       out.weight[i] = S(0);
       out.d_log_z[i] = 0;
       if (!b.valid[i]) continue;
-      const double delta = static_cast<double>(b.log_z[i]) + b.log_pf_post[i] - b.log_pf_prior[i] -
-                           static_cast<double>(b.beta) * b.log_r[i];
-      sums[1] += delta;
-      const double excess = delta * delta - static_cast<double>(b.loss_cutoff);
-      if (excess <= 0) continue;
-      sums[0] += 0.5 * excess * inv_n;
-      out.weight[i] = static_cast<S>(delta * inv_n);
-      out.d_log_z[i] = delta * inv_n;
+      const math::RtbRow row =
+          math::rtb_row(b.log_z[i], b.log_pf_post[i], b.log_pf_prior[i], b.beta, b.log_r[i], b.loss_cutoff, inv_n);
+      sums[1] += row.delta;
+      sums[0] += row.loss_term;
+      out.weight[i] = static_cast<S>(row.weight);
+      out.d_log_z[i] = row.weight;
     }
     reduction.all_sum(sums);
     res.loss = static_cast<S>(sums[0]);

@@ -36,6 +36,7 @@
 #include "rtb/space.hpp"
 #include "rtb/error.hpp"
 #include "rtb/math/gaussian.hpp"
+#include "rtb/math/gaussian_step.hpp"
 #include "rtb/math/philox.hpp"
 
 namespace rtb {
@@ -92,49 +93,41 @@ class GaussianProcess {
   /// x_0 = 0 for every row.
   void initial_state(const Rows<S>&, const math::NoiseKey&, MatrixView<S> x0) const { x0.setZero(); }
 
+  /// The step's constants, as the row functions of rtb/math/gaussian_step.hpp (and the CUDA
+  /// kernels) take them.
+  math::GaussianStepConstants<S> step_constants() const {
+    return {dt_, S(-0.5) / step_variance_, S(-0.5) * static_cast<S>(dim_) * (S(math::kLog2Pi) + log_step_variance_),
+            dt_ / step_variance_};
+  }
+
   /// Draws x_{i+1} = x_i + dt·μ + √(dt·σ² + σ_expl²)·z, z from the Philox stream of `key` at
   /// (first_row + r, step). Rows are independent; any block split gives the same numbers.
   void sample_step(const Step<S>& s, ConstMatrixView<S> out, S extra_std, const math::NoiseKey& key,
                    MatrixView<S> x_next) const {
     RTB_ASSERT(s.x.cols() == dim_ && out.cols() >= dim_ && x_next.rows() == s.x.rows());
     const S sd = std::sqrt(step_variance_ + extra_std * extra_std);
-    for (Index r = 0; r < s.rows(); ++r) {
-      for (Index d0 = 0; d0 < dim_; d0 += 4) {
-        const auto z = math::normals4<S>(key, static_cast<std::uint64_t>(s.first_row + r),
-                                         static_cast<std::uint32_t>(s.step), static_cast<std::uint32_t>(d0 / 4));
-        const Index n = dim_ - d0 < 4 ? dim_ - d0 : 4;
-        for (Index k = 0; k < n; ++k) {
-          const Index d = d0 + k;
-          x_next(r, d) = s.x(r, d) + dt_ * out(r, d) + sd * z.v[k];
-        }
-      }
-    }
+    for (Index r = 0; r < s.rows(); ++r)
+      math::gaussian_sample_row(row_ptr(s.x, r), row_ptr(out, r), dim_, dt_, sd, key,
+                                static_cast<std::uint64_t>(s.first_row + r), static_cast<std::uint32_t>(s.step),
+                                row_ptr(x_next, r));
   }
 
   /// acc[r] += log p(x_next | x) under the un-inflated kernel.
   void log_prob_step(const Step<S>& s, ConstMatrixView<S> x_next, ConstMatrixView<S> out, std::span<S> acc) const {
-    const S inv_var = S(1) / step_variance_;
-    const S constant = S(-0.5) * static_cast<S>(dim_) * (S(math::kLog2Pi) + log_step_variance_);
-    for (Index r = 0; r < s.rows(); ++r) {
-      S sq = S(0);
-      for (Index d = 0; d < dim_; ++d) {
-        const S diff = x_next(r, d) - s.x(r, d) - dt_ * out(r, d);
-        sq += diff * diff;
-      }
-      acc[static_cast<std::size_t>(r)] += constant - S(0.5) * inv_var * sq;
-    }
+    const auto c = step_constants();
+    for (Index r = 0; r < s.rows(); ++r)
+      acc[static_cast<std::size_t>(r)] +=
+          math::gaussian_log_prob_row(row_ptr(s.x, r), row_ptr(x_next, r), row_ptr(out, r), dim_, c);
   }
 
   /// d_out(r, :) = weight[r] · ∂ log p(x_next_r | x_r) / ∂ out_r: ∂/∂μ_d = dt·(x_next − x − dt·μ)_d / (dt·σ²),
   /// and 0 for an unused log-variance half.
   void d_log_prob_d_output(const Step<S>& s, ConstMatrixView<S> x_next, ConstMatrixView<S> out,
                            std::span<const S> weight, MatrixView<S> d_out) const {
-    const S scale = dt_ / step_variance_;
-    for (Index r = 0; r < s.rows(); ++r) {
-      const S w = weight[static_cast<std::size_t>(r)] * scale;
-      for (Index d = 0; d < dim_; ++d) d_out(r, d) = w * (x_next(r, d) - s.x(r, d) - dt_ * out(r, d));
-      for (Index d = dim_; d < d_out.cols(); ++d) d_out(r, d) = S(0);
-    }
+    const auto c = step_constants();
+    for (Index r = 0; r < s.rows(); ++r)
+      math::gaussian_adjoint_row(row_ptr(s.x, r), row_ptr(x_next, r), row_ptr(out, r), dim_, d_out.cols(),
+                                 weight[static_cast<std::size_t>(r)], c, row_ptr(d_out, r));
   }
 
   /// Draws x_step given x_{step+1} (= s.x) from the pinned Brownian bridge; x_0 = 0 exactly.

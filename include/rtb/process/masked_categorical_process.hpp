@@ -45,6 +45,7 @@
 #include "rtb/space.hpp"
 #include "rtb/error.hpp"
 #include "rtb/math/categorical.hpp"
+#include "rtb/math/masked_step.hpp"
 #include "rtb/math/philox.hpp"
 #include "rtb/process/noise_schedule.hpp"
 
@@ -160,59 +161,38 @@ class MaskedCategoricalProcess {
     }
   }
 
+  /// The step's constants, as the row functions of rtb/math/masked_step.hpp (and the CUDA
+  /// kernels) take them; `uniform_mix` is clamped to [0, 1].
+  math::MaskedStepConstants<S, Value> step_constants(Index step, S uniform_mix = S(0)) const {
+    const auto k = static_cast<std::size_t>(step);
+    return {o_.vocab, mask_token(), reveal_[k], log_stay_[k], log_reveal_[k], std::clamp(uniform_mix, S(0), S(1))};
+  }
+
   void sample_step(const Step<Value, S>& s, ConstMatrixView<S> out, S uniform_mix, const math::NoiseKey& key,
                    MatrixView<Value> x_next) const {
-    const S eps = std::clamp(uniform_mix, S(0), S(1));
-    const S rho = reveal_[static_cast<std::size_t>(s.step)];
-    const Index vocab = o_.vocab;
-    for (Index r = 0; r < s.rows(); ++r) {
-      const Value* xr = row_ptr(s.x, r);
-      Value* xn = row_ptr(x_next, r);
-      std::copy_n(xr, o_.length, xn);
-      for (std::size_t g = 0; g < gen_.size(); ++g) {
-        const Index j = gen_[g];
-        if (xr[j] != mask_token()) continue;
-        const math::Uint4 u = key.block(static_cast<std::uint64_t>(s.first_row + r), static_cast<std::uint32_t>(s.step),
-                                        static_cast<std::uint32_t>(j));
-        if (math::uniform01<S>(u.v[0]) >= rho) continue;  // stays masked
-        xn[j] = static_cast<Value>(
-            math::sample_categorical(row_ptr(out, r) + j * vocab, vocab, math::uniform01<S>(u.v[1]), eps));
-      }
-    }
+    const auto c = step_constants(s.step, uniform_mix);
+    for (Index r = 0; r < s.rows(); ++r)
+      math::masked_sample_row(row_ptr(s.x, r), row_ptr(out, r), o_.length, gen_.data(), static_cast<Index>(gen_.size()),
+                              c, key, static_cast<std::uint64_t>(s.first_row + r), static_cast<std::uint32_t>(s.step),
+                              row_ptr(x_next, r));
   }
 
   void log_prob_step(const Step<Value, S>& s, ConstMatrixView<Value> x_next, ConstMatrixView<S> out,
                      std::span<S> acc) const {
-    const S ls = log_stay_[static_cast<std::size_t>(s.step)], lr = log_reveal_[static_cast<std::size_t>(s.step)];
-    const Index vocab = o_.vocab;
-    for (Index r = 0; r < s.rows(); ++r) {
-      const Value* xr = row_ptr(s.x, r);
-      const Value* xn = row_ptr(x_next, r);
-      S sum = S(0);
-      for (Index j : gen_) {
-        if (xr[j] != mask_token()) continue;
-        sum += xn[j] == mask_token()
-                   ? ls
-                   : lr + math::log_softmax_at(row_ptr(out, r) + j * vocab, vocab, static_cast<Index>(xn[j]));
-      }
-      acc[static_cast<std::size_t>(r)] += sum;
-    }
+    const auto c = step_constants(s.step);
+    for (Index r = 0; r < s.rows(); ++r)
+      acc[static_cast<std::size_t>(r)] += math::masked_log_prob_row(
+          row_ptr(s.x, r), row_ptr(x_next, r), row_ptr(out, r), gen_.data(), static_cast<Index>(gen_.size()), c);
   }
 
   void d_log_prob_d_output(const Step<Value, S>& s, ConstMatrixView<Value> x_next, ConstMatrixView<S> out,
                            std::span<const S> weight, MatrixView<S> d_out) const {
     d_out.setZero();
-    const Index vocab = o_.vocab;
-    for (Index r = 0; r < s.rows(); ++r) {
-      const S w = weight[static_cast<std::size_t>(r)];
-      if (w == S(0)) continue;
-      const Value* xr = row_ptr(s.x, r);
-      const Value* xn = row_ptr(x_next, r);
-      for (Index j : gen_)
-        if (xr[j] == mask_token() && xn[j] != mask_token())
-          math::d_log_softmax_at(row_ptr(out, r) + j * vocab, vocab, static_cast<Index>(xn[j]), w,
-                                 row_ptr(d_out, r) + j * vocab);
-    }
+    const auto c = step_constants(s.step);
+    for (Index r = 0; r < s.rows(); ++r)
+      math::masked_adjoint_row(row_ptr(s.x, r), row_ptr(x_next, r), row_ptr(out, r), gen_.data(),
+                               static_cast<Index>(gen_.size()), weight[static_cast<std::size_t>(r)], c,
+                               row_ptr(d_out, r));
   }
 
   /// Re-masking (s.x = x_{k+1}): each generated position revealed in x_{k+1} was masked at step k
