@@ -1,10 +1,14 @@
 # SPDX-License-Identifier: Apache-2.0
 # Builds and runs the consumer project: cmake -DMODE=find_package|subdirectory
-#   -DRTB_SOURCE_DIR=… -DRTB_BINARY_DIR=… -DWORK_DIR=… -P run.cmake
+#   -DRTB_SOURCE_DIR=… -DRTB_BINARY_DIR=… -DWORK_DIR=… [-DCUDA=ON -DCUDA_COMPILER=…] -P run.cmake
 file(REMOVE_RECURSE ${WORK_DIR})
 # Unoptimised (no build type, so no -O): the test is about finding and linking rtb, and an -O0
 # compile of the README's example takes a third of the time of an -O3 one.
-set(args -S ${CMAKE_CURRENT_LIST_DIR} -B ${WORK_DIR}/build -DRTB_CONSUME=${MODE} -DCMAKE_BUILD_TYPE=)
+set(args -S ${CMAKE_CURRENT_LIST_DIR} -B ${WORK_DIR}/build -DRTB_CONSUME=${MODE} -DCMAKE_BUILD_TYPE=
+         -DRTB_CONSUMER_CUDA=${CUDA})
+if(CUDA AND CUDA_COMPILER)
+  list(APPEND args -DCMAKE_CUDA_COMPILER=${CUDA_COMPILER})
+endif()
 if(MODE STREQUAL "find_package")
   execute_process(COMMAND ${CMAKE_COMMAND} --install ${RTB_BINARY_DIR} --prefix ${WORK_DIR}/prefix
                   RESULT_VARIABLE rc)
@@ -18,13 +22,19 @@ if(MODE STREQUAL "find_package")
 else()
   list(APPEND args -DRTB_SOURCE_DIR=${RTB_SOURCE_DIR})
 endif()
-foreach(step IN ITEMS configure build run)
+set(steps configure build run)
+if(CUDA)
+  list(APPEND steps run_cuda)
+endif()
+foreach(step IN LISTS steps)
   if(step STREQUAL "configure")
     set(cmd ${CMAKE_COMMAND} ${args})
   elseif(step STREQUAL "build")
     set(cmd ${CMAKE_COMMAND} --build ${WORK_DIR}/build)
-  else()
+  elseif(step STREQUAL "run")
     set(cmd ${WORK_DIR}/build/consumer)
+  else()
+    set(cmd ${WORK_DIR}/build/consumer_cuda)
   endif()
   execute_process(COMMAND ${cmd} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
   message("${out}")
