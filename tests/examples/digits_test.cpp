@@ -122,25 +122,22 @@ TEST_CASE("classifier: parameter and input gradients equal central differences o
   digits::cross_entropy(ws.logits.data(), labels.data(), batch, o.classes, dlogits.data());
   std::vector<double> grad(params.size(), 0.0), dx(x.size(), 0.0);
   net.backward(params.data(), x.data(), batch, dlogits.data(), ws, grad.data(), dx.data());
-  const double h = 1e-6;
-  double worst = 0;
-  for (std::size_t i = 0; i < params.size(); ++i) {
-    auto p = params;
-    p[i] += h;
-    const double up = loss_at(p, x);
-    p[i] -= 2 * h;
-    const double down = loss_at(p, x);
-    worst = std::max(worst, std::fabs((up - down) / (2 * h) - grad[i]) / (1e-3 + std::fabs(grad[i])));
-  }
-  double worst_x = 0;
-  for (std::size_t i = 0; i < x.size(); ++i) {
-    auto xx = x;
-    xx[i] += h;
-    const double up = loss_at(params, xx);
-    xx[i] -= 2 * h;
-    const double down = loss_at(params, xx);
-    worst_x = std::max(worst_x, std::fabs((up - down) / (2 * h) - dx[i]) / (1e-3 + std::fabs(dx[i])));
-  }
+  // Worst |central difference − g| / (1e-3 + |g|) over the entries of `v` (params or x), the
+  // other argument held at its value.
+  auto worst_error = [&](const std::vector<double>& v, const std::vector<double>& g, bool of_params) {
+    const double h = 1e-6;
+    double worst = 0;
+    for (std::size_t i = 0; i < v.size(); ++i) {
+      auto w = v;
+      w[i] += h;
+      const double up = of_params ? loss_at(w, x) : loss_at(params, w);
+      w[i] -= 2 * h;
+      const double down = of_params ? loss_at(w, x) : loss_at(params, w);
+      worst = std::max(worst, std::fabs((up - down) / (2 * h) - g[i]) / (1e-3 + std::fabs(g[i])));
+    }
+    return worst;
+  };
+  const double worst = worst_error(params, grad, true), worst_x = worst_error(x, dx, false);
   MESSAGE("worst relative error: parameters " << worst << ", input " << worst_x);
   CHECK(worst < 2e-6);  // |fd − g| / (1e-3 + |g|): rounding of the differences at h = 1e-6 gives ~4e-7
   CHECK(worst_x < 2e-6);
