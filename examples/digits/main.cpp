@@ -22,6 +22,7 @@
 #include <vector>
 
 #include <CLI/CLI.hpp>
+#include <rtb/extras/png.hpp>
 #include <rtb/rtb.hpp>
 
 #include "classifier.hpp"
@@ -103,6 +104,36 @@ void print_histogram(const Score& s) {
   std::printf("\n");
 }
 
+/// The UNet prior of the example: ε-prediction at 28×28, levels {32, 64}, attention at the lower
+/// level and in the middle (the paper's LoRA adapts q, k, v there).
+rtb::UNet<float>::Options prior_options(std::uint64_t seed) {
+  return {.height = 28,
+          .width = 28,
+          .channels = 1,
+          .channels_per_level = {32, 64},
+          .blocks_per_level = 1,
+          .attention_levels = {1},
+          .mid_attention = true,
+          .groups = 8,
+          .seed = seed};
+}
+
+/// `count` images ([count, 28·28], values in [−1, 1]) as a grid PNG, `cols` to a row, 2 pixels apart.
+void write_grid(const std::string& path, const float* x, Index count, Index cols) {
+  const Index rows = (count + cols - 1) / cols, side = 28, pad = 2;
+  rtb::io::Image im(static_cast<int>(cols * (side + pad) + pad), static_cast<int>(rows * (side + pad) + pad),
+                    {40, 40, 40});
+  for (Index i = 0; i < count; ++i)
+    for (Index y = 0; y < side; ++y)
+      for (Index xx = 0; xx < side; ++xx) {
+        const float v = std::clamp(x[i * side * side + y * side + xx], -1.0f, 1.0f);
+        const auto g = static_cast<std::uint8_t>(std::lround((v + 1.0f) * 127.5f));
+        im.at(static_cast<int>(pad + (i % cols) * (side + pad) + xx),
+              static_cast<int>(pad + (i / cols) * (side + pad) + y)) = {g, g, g};
+      }
+  im.write_png(path);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -115,6 +146,21 @@ int main(int argc, char** argv) {
   double learning_rate = 1e-3;
   std::uint64_t seed = 1;
   app.add_flag("--train-classifier", train, "train the classifier on the training split and save it");
+  bool fit_prior = false;
+  std::int64_t prior_iterations = 4000;
+  Index prior_batch = 32, steps = 100, grid_every = 500;
+  std::string out = "digits_out", train_split = "train";
+  app.add_flag("--fit-prior", fit_prior, "fit the UNet prior (DDPM, eps-MSE) to the training split and save it");
+  app.add_option("--prior-iterations", prior_iterations, "iterations of the prior fit")
+      ->check(CLI::Range(1, 100000000));
+  app.add_option("--prior-batch", prior_batch, "images per prior-fit iteration")->check(CLI::Range(1, 100000));
+  app.add_option("--steps", steps, "diffusion steps T (strided over DDPM's 1000 training levels)")
+      ->check(CLI::Range(1, 1000));
+  app.add_option("--grid-every", grid_every,
+                 "write a PNG grid of prior samples every N iterations (0: only at the end)")
+      ->check(CLI::Range(0, 100000000));
+  app.add_option("--out", out, "directory for the PNGs");
+  app.add_option("--train-split", train_split, "the training split's file prefix (train; t10k-256 for a smoke run)");
   app.add_option("--data", data, "directory of the idx files (default: ~/.cache/rtb/mnist, or Debian's Fashion-MNIST)");
   app.add_option("--dataset", dataset, "mnist or fashion")->check(CLI::IsMember({"mnist", "fashion"}));
   app.add_option("--epochs", epochs, "passes over the training split")->check(CLI::Range(1, 1000));
@@ -133,7 +179,8 @@ int main(int argc, char** argv) {
     const auto t0 = Clock::now();
     const std::filesystem::path dir = data_dir(data, dataset);
     const digits::LabelledImages test_set = digits::read_split(dir, test_split);
-    const digits::LabelledImages train_set = train ? digits::read_split(dir, "train") : digits::LabelledImages{};
+    const digits::LabelledImages train_set =
+        train || fit_prior ? digits::read_split(dir, train_split) : digits::LabelledImages{};
     for (const auto* s : {&test_set, &train_set})
       if (s->images.count > 0 && (s->images.rows != 28 || s->images.cols != 28))
         throw rtb::ShapeError(rtb::detail::message("digits: ", dir.string(), " holds ", s->images.rows, "x",
@@ -145,6 +192,69 @@ int main(int argc, char** argv) {
     rtb::detail::ThreadPool pool(threads);
     ClassifierModel model(digits::ClassifierOptions{});
     const std::string default_dir = std::string(RTB_DIGITS_SOURCE_DIR) + "/weights/classifier_" + dataset;
+
+    if (fit_prior) {
+      // The prior: DdpmProcess over 28·28 pixels, T steps strided over the 1000 training levels,
+      // fitted by ε-MSE on random training images, one step of each row's trajectory a row.
+      const rtb::DdpmProcess<float> process(28 * 28, steps);
+      rtb::Model<rtb::UNet<float>> prior{rtb::UNet<float>(prior_options(seed))};
+      std::filesystem::create_directories(out);
+      const Index n_train = train_set.images.count, in = 28 * 28;
+      auto data = [&](rtb::MatrixView<float> x, std::int64_t it) {
+        const rtb::math::NoiseKey key{seed, rtb::math::Stream::Data, static_cast<std::uint64_t>(it)};
+        for (Index r = 0; r < x.rows(); ++r) {
+          const auto u = key.block(static_cast<std::uint64_t>(r), 0, 0);
+          const auto src =
+              static_cast<Index>(((std::uint64_t{u.v[0]} << 32) | u.v[1]) % static_cast<std::uint64_t>(n_train));
+          std::copy_n(x_train.data() + src * in, in, rtb::row_ptr(x, r));
+        }
+      };
+      const auto t_fit = Clock::now();
+      double loss_sum = 0;
+      std::int64_t loss_count = 0;
+      auto grid = [&](const std::string& name) {
+        const auto t = Clock::now();
+        const auto samples = rtb::sample_end_states(process, prior, 16, seed + 1000, threads);
+        const std::string path = out + "/" + name;
+        write_grid(path, samples.data(), 16, 8);
+        std::printf("wrote %s (16 prior samples, %.1f s)\n", path.c_str(), seconds_since(t));
+      };
+      rtb::fit_prior(process, prior, data,
+                     rtb::PriorFitConfig{.batch_size = prior_batch,
+                                         .iterations = prior_iterations,
+                                         .learning_rate = 1e-3,
+                                         .final_learning_rate = 1e-4,
+                                         .step_fraction = 1.0 / static_cast<double>(steps),
+                                         .threads = threads,
+                                         .block_rows = prior_batch,
+                                         .seed = seed},
+                     [&](const rtb::PriorFitStats& st) {
+                       loss_sum += st.loss;
+                       ++loss_count;
+                       const std::int64_t k = st.iteration + 1;
+                       if (k % 50 == 0 || k == prior_iterations) {
+                         std::printf("[prior] it %6lld/%lld  loss %.4f  %.1f s\n", static_cast<long long>(k),
+                                     static_cast<long long>(prior_iterations),
+                                     loss_sum / static_cast<double>(loss_count), seconds_since(t_fit));
+                         loss_sum = 0;
+                         loss_count = 0;
+                       }
+                       if (grid_every > 0 && k % grid_every == 0 && k < prior_iterations)
+                         grid("prior_samples_it" + std::to_string(k) + ".png");
+                       return true;
+                     });
+      const double fit_seconds = seconds_since(t_fit);
+      grid("prior_samples.png");
+      const std::string to = save.empty() ? std::string(RTB_DIGITS_SOURCE_DIR) + "/weights/prior_" + dataset : save;
+      rtb::save_parameters(prior, to);
+      std::printf("saved the prior to %s\n", to.c_str());
+      std::printf(
+          "metrics method=prior_fit dataset=%s steps=%lld iterations=%lld batch=%lld seed=%llu fit_seconds=%.1f "
+          "seconds=%.1f\n",
+          dataset.c_str(), static_cast<long long>(steps), static_cast<long long>(prior_iterations),
+          static_cast<long long>(prior_batch), static_cast<unsigned long long>(seed), fit_seconds, seconds_since(t0));
+      return 0;
+    }
 
     if (!train) {
       const std::string from = classifier_dir.empty() ? default_dir : classifier_dir;
