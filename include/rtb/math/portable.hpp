@@ -11,7 +11,7 @@
 /// bounds of its own), so CPU and GPU rollouts of the same seed would part after the first step.
 /// These use only IEEE-754 operations that both sides round the same way — +, −, ×, ÷ and √ in
 /// round-to-nearest, and fused multiply-adds written out as `fma` — so the draws are identical
-/// bit for bit (tests/math/portable_test.cpp, cuda/tests/philox_test.cu).
+/// bit for bit (tests/math/portable_test.cpp, cuda/tests/kernels_test.cu).
 ///
 /// The rule that keeps them identical: no product is ever the operand of an addition or a
 /// subtraction. Compilers may contract `a·b + c` into an FMA on their own (g++ does by default

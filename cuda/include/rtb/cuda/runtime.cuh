@@ -38,7 +38,7 @@ class DeviceMemoryError : public CudaError {
 /// Throws CudaError if `status` is not cudaSuccess; `what` names the call.
 inline void check(cudaError_t status, const char* what) {
   if (status == cudaSuccess) return;
-  (void)cudaGetLastError();  // clear a sticky-free error so the next call starts clean
+  (void)cudaGetLastError();  // reset the runtime's last-error state, so the next check sees only its own call
   throw CudaError(rtb::detail::message("rtb::cuda: ", what, " failed: ", cudaGetErrorName(status), " (",
                                        cudaGetErrorString(status), ")"));
 }
