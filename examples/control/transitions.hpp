@@ -17,6 +17,8 @@
 #include <rtb/error.hpp>
 #include <rtb/math/philox.hpp>
 
+#include "../common/random_index.hpp"
+
 namespace control {
 
 using rtb::Index;
@@ -97,11 +99,6 @@ inline Index checked_dims(const char* who, Index state_dim, Index action_dim) {
 }
 
 /// Row j of minibatch `iteration`: uniform over [0, n) from Philox keyed by (seed, stream).
-inline Index sample_row(std::uint64_t seed, rtb::math::Stream stream, std::uint64_t iteration, Index j, Index n) {
-  const rtb::math::NoiseKey key{seed, stream, iteration};
-  const rtb::math::Uint4 b = key.block(static_cast<std::uint64_t>(j), 0, 0);
-  const std::uint64_t bits = (std::uint64_t{b.v[0]} << 32) | b.v[1];
-  return static_cast<Index>(bits % static_cast<std::uint64_t>(n));  // bias ≤ n/2^64
-}
+using examples::sample_row;
 
 }  // namespace control

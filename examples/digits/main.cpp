@@ -25,6 +25,7 @@
 #include <rtb/extras/png.hpp>
 #include <rtb/rtb.hpp>
 
+#include "../common/random_index.hpp"
 #include "classifier.hpp"
 #include "idx.hpp"
 
@@ -201,11 +202,9 @@ int main(int argc, char** argv) {
       std::filesystem::create_directories(out);
       const Index n_train = train_set.images.count, in = 28 * 28;
       auto data = [&](rtb::MatrixView<float> x, std::int64_t it) {
-        const rtb::math::NoiseKey key{seed, rtb::math::Stream::Data, static_cast<std::uint64_t>(it)};
         for (Index r = 0; r < x.rows(); ++r) {
-          const auto u = key.block(static_cast<std::uint64_t>(r), 0, 0);
-          const auto src =
-              static_cast<Index>(((std::uint64_t{u.v[0]} << 32) | u.v[1]) % static_cast<std::uint64_t>(n_train));
+          const Index src =
+              examples::sample_row(seed, rtb::math::Stream::Data, static_cast<std::uint64_t>(it), r, n_train);
           std::copy_n(x_train.data() + src * in, in, rtb::row_ptr(x, r));
         }
       };
@@ -285,10 +284,9 @@ int main(int argc, char** argv) {
     for (int epoch = 0; epoch < epochs; ++epoch) {
       std::iota(order.begin(), order.end(), Index{0});
       // A keyed Fisher–Yates shuffle: the same order for the same seed on any machine.
-      const rtb::math::NoiseKey key{seed, rtb::math::Stream::Data, static_cast<std::uint64_t>(epoch)};
       for (Index i = n - 1; i > 0; --i) {
-        const auto u = key.block(static_cast<std::uint64_t>(i), 0, 0);
-        const auto j = static_cast<Index>(((std::uint64_t{u.v[0]} << 32) | u.v[1]) % static_cast<std::uint64_t>(i + 1));
+        const Index j =
+            examples::sample_row(seed, rtb::math::Stream::Data, static_cast<std::uint64_t>(epoch), i, i + 1);
         std::swap(order[static_cast<std::size_t>(i)], order[static_cast<std::size_t>(j)]);
       }
       double epoch_loss = 0;
